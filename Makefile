@@ -20,9 +20,14 @@ $(STAMP): pyproject.toml
 quickstart: setup
 	$(BIN)/python -m resnet_course.model
 
-# The whole test suite: the package's tests, then the solution notebooks under nbval.
+# The whole test suite: the package's tests and the solution notebooks under nbval
+# (RESNET_COURSE_PROFILE=ci makes the training notebooks run on a small subset).
 test: setup
-	$(BIN)/python -m pytest tests
+	RESNET_COURSE_PROFILE=ci $(BIN)/python -m pytest --nbval-lax tests solutions
+
+# Regenerate the student release, notebooks/, from the sources in solutions/.
+notebooks: setup
+	$(BIN)/python scripts/release_notebooks.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -175,8 +175,16 @@ def check_resnet50(fn, *, cases=RESNET50_CASES) -> None:
                 f"Hint: build the input from the argument, X_input = Input(input_shape); "
                 f"don't fix it to one shape."
             )
-        _compare_graphs(_Context(fn_name, header, "model", case, reference, student))
+        _compare_or_fail(_Context(fn_name, header, "model", case, reference, student))
     print(PASSED)
+
+
+def _compare_or_fail(ctx) -> None:
+    """Compare, and show a failure to the student as a plain AssertionError, not the grader's internals."""
+    try:
+        _compare_graphs(ctx)
+    except _Failure as failure:
+        raise AssertionError(str(failure)) from None
 
 
 _REFERENCES: dict = {}
@@ -237,7 +245,7 @@ def _check_block(fn, fn_name, reference_fn, cases) -> None:
             student = keras.Model(X, output, name="student")
         except Exception as exc:  # noqa: BLE001
             raise AssertionError(f"{header}\n{_model_error_text(exc)}") from None
-        _compare_graphs(_Context(fn_name, header, "block", case, reference, student))
+        _compare_or_fail(_Context(fn_name, header, "block", case, reference, student))
     print(PASSED)
 
 

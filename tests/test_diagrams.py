@@ -1,0 +1,154 @@
+"""The course's diagrams: block and architecture figures, and the text views of a model."""
+
+import keras
+import matplotlib
+import pytest
+from keras import layers
+
+from resnet_course import ResNet50, diagrams, identity_block
+
+
+@pytest.fixture(scope="module")
+def resnet50():
+    return ResNet50()
+
+
+def texts(fig):
+    return [t.get_text() for ax in fig.axes for t in ax.texts]
+
+
+@pytest.mark.parametrize(
+    "draw, expected",
+    [
+        (diagrams.draw_skip_connection, ["a[l]", "a[l+2]", "+"]),
+        (diagrams.draw_identity_block, ["res{stage}{block}_branch2a", "bn{stage}{block}_branch2c", "+"]),
+        (diagrams.draw_convolutional_block, ["res{stage}{block}_branch1", "bn{stage}{block}_branch1", "+"]),
+    ],
+)
+def test_block_figures(draw, expected):
+    fig = draw()
+    assert isinstance(fig, matplotlib.figure.Figure)
+    found = " ".join(texts(fig))
+    for text in expected:
+        assert text in found
+    diagrams.close(fig)
+
+
+def test_block_figures_carry_real_names_for_a_block():
+    fig = diagrams.draw_convolutional_block(stage=3, block="a")
+    found = " ".join(texts(fig))
+    assert "res3a_branch2a" in found and "bn3a_branch1" in found
+    assert "stride s" in found
+    diagrams.close(fig)
+    fig = diagrams.draw_identity_block(stage=2, block="b")
+    assert "branch1" not in " ".join(texts(fig))  # no projection on the identity block's shortcut
+    diagrams.close(fig)
+
+
+def test_resnet50_plan_matches_the_model(resnet50):
+    plan = diagrams.resnet50_plan((64, 64, 3), 6)
+    assert [part["name"] for part in plan] == ["input", "stage 1", "stage 2", "stage 3", "stage 4", "stage 5",
+                                                "head", "output"]
+    stages = {name: shape for name, shape in diagrams.stage_outputs(resnet50)}
+    for part in plan[1:6]:
+        key = "stage 1 (stem)" if part["name"] == "stage 1" else part["name"]
+        assert (None, *part["shape"]) == stages[key]
+    assert plan[-1]["shape"] == (6,)
+    assert diagrams.resnet50_plan((96, 64, 1), 3)[5]["shape"] == (3, 2, 2048)
+    fig = diagrams.draw_resnet50()
+    assert any("15×15×256" in t for t in texts(fig))
+    diagrams.close(fig)
+
+
+def test_stage_outputs(resnet50):
+    assert diagrams.stage_outputs(resnet50) == [
+        ("stage 1 (stem)", (None, 15, 15, 64)),
+        ("stage 2", (None, 15, 15, 256)),
+        ("stage 3", (None, 8, 8, 512)),
+        ("stage 4", (None, 4, 4, 1024)),
+        ("stage 5", (None, 2, 2, 2048)),
+    ]
+
+
+def test_architecture_text(resnet50):
+    text = diagrams.architecture_text(resnet50)
+    lines = text.splitlines()
+    assert lines[0] == "ResNet50: input (None, 64, 64, 3) -> output (None, 6), 23,600,006 parameters"
+    assert lines[1].startswith("stem") and "conv1 (64, 7x7/2)" in lines[1] and lines[1].endswith("(None, 15, 15, 64)")
+    blocks = [line for line in lines if "block" in line]
+    assert len(blocks) == 16
+    assert sum("convolutional block" in line for line in blocks) == 4
+    assert "res3a  convolutional block, s=2, f=3, filters [128, 128, 512]" in text
+    assert lines[-1].startswith("head") and "fc6 (6, softmax)" in lines[-1] and lines[-1].endswith("(None, 6)")
+
+
+def student_block(X, filters, stage, block, s=None):
+    """A block written like a student's: only the convs are named; unnamed Activation and Add."""
+    base = f"res{stage}{block}_branch"
+    shortcut = X
+    X = layers.Conv2D(filters[0], 1, strides=s or 1, name=base + "2a")(X)
+    X = layers.Activation("relu")(X)
+    X = layers.Conv2D(filters[1], 3, padding="same", name=base + "2b")(X)
+    X = layers.Activation("relu")(X)
+    X = layers.Conv2D(filters[2], 1, name=base + "2c")(X)
+    if s is not None:
+        shortcut = layers.Conv2D(filters[2], 1, strides=s, name=base + "1")(shortcut)
+    return layers.Activation("relu")(layers.Add()([X, shortcut]))
+
+
+def student_style_resnet(classes=4):
+    """A thin ResNet built like a student's, with freely named activations and Adds."""
+    X_input = keras.Input((32, 32, 3))
+    X = layers.Conv2D(8, 3, strides=2, name="conv1")(X_input)
+    X = layers.Activation("relu")(X)
+    X = student_block(X, [4, 4, 16], 2, "a", s=1)
+    X = student_block(X, [4, 4, 16], 2, "b")
+    X = student_block(X, [8, 8, 32], 3, "a", s=2)
+    X = layers.AveragePooling2D(2, name="avg_pool")(X)
+    X = layers.Flatten(name="flatten")(X)
+    X = layers.Dense(classes, activation="softmax", name=f"fc{classes}")(X)
+    return keras.Model(X_input, X, name="thin")
+
+
+def test_text_views_find_blocks_by_conv_names_only():
+    model = student_style_resnet()
+    assert diagrams.stage_outputs(model) == [
+        ("stage 1 (stem)", (None, 15, 15, 8)),
+        ("stage 2", (None, 15, 15, 16)),
+        ("stage 3", (None, 8, 8, 32)),
+    ]
+    text = diagrams.architecture_text(model)
+    assert "res2a  convolutional block, s=1, f=3, filters [4, 4, 16]" in text
+    assert "res2b  identity block, f=3, filters [4, 4, 16]" in text
+    assert "res3a  convolutional block, s=2, f=3, filters [8, 8, 32]" in text
+
+
+def test_text_views_of_a_model_without_blocks():
+    X = keras.Input((8,), name="x")
+    model = keras.Model(X, layers.Dense(2, name="out")(X), name="tiny")
+    text = diagrams.architecture_text(model)
+    assert "out" in text and "Dense" in text and "(None, 2)" in text
+    with pytest.raises(ValueError, match="res2a_branch2a"):
+        diagrams.stage_outputs(model)
+
+
+def test_layer_table():
+    X = keras.Input((5, 5, 4), name="X")
+    table = diagrams.layer_table(keras.Model(X, identity_block(X, 3, [2, 2, 4], 2, "b")))
+    lines = table.splitlines()
+    assert lines[0].split() == ["layer", "type", "output", "shape"]
+    assert lines[1].split() == ["X", "InputLayer", "(None,", "5,", "5,", "4)"]
+    assert lines[2].split()[:2] == ["res2b_branch2a", "Conv2D"]
+
+
+def test_plot_architecture_falls_back_to_text(monkeypatch, capsys, resnet50):
+    monkeypatch.setattr(diagrams, "graphviz_available", lambda: False)
+    assert diagrams.plot_architecture(resnet50) is None
+    assert capsys.readouterr().out.strip() == diagrams.architecture_text(resnet50)
+
+
+@pytest.mark.skipif(not diagrams.graphviz_available(), reason="pydot and graphviz are not installed")
+def test_plot_architecture_with_graphviz():
+    model = student_style_resnet()
+    image = diagrams.plot_architecture(model)
+    assert image is not None and image.data[:8] == b"\x89PNG\r\n\x1a\n"
