@@ -16,9 +16,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $(STAMP)
 
-# The main job.
+# The main job: grade the reference model, then train it on SIGNS with the quick recipe
+# (a few minutes on a laptop CPU; the data is downloaded on first use, or read from
+# $$RESNET_COURSE_DATA).
 quickstart: setup
-	$(BIN)/python -m resnet_course.model
+	$(BIN)/python -m resnet_course.model --grade-only
+	$(BIN)/resnet-course train --dataset signs --profile quick --out runs/signs-quick
 
 # The whole test suite: the package's tests and the solution notebooks under nbval
 # (RESNET_COURSE_PROFILE=ci makes the training notebooks run on a small subset).
