@@ -27,8 +27,9 @@ import math
 import os
 import re
 import shutil
-import sys
 import tempfile
+
+from resnet_course.plots import _pyplot, close  # noqa: F401 - close is part of this module's API
 
 # --- matplotlib -------------------------------------------------------------------------
 
@@ -43,24 +44,6 @@ COLORS = {
     "dense": "#fce5cd",
     "stage": "#cfe2f3",
 }
-
-
-def _pyplot():
-    """matplotlib.pyplot, with Agg when there is no display, no notebook and no backend chosen."""
-    import matplotlib
-
-    if "matplotlib.pyplot" not in sys.modules and "MPLBACKEND" not in os.environ:
-        headless = sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
-        if headless and "ipykernel" not in sys.modules:
-            matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def close(fig) -> None:
-    """Close a figure (free its memory), e.g. after ``fig.savefig(path)``."""
-    _pyplot().close(fig)
 
 
 def _box(ax, x, y, text, kind, *, width=1.0, height=0.9, fontsize=8.5, bold=False, note=None):

@@ -20,12 +20,13 @@ its branch. The whole experiment takes a few seconds on a laptop CPU.
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 
 import keras
 import numpy as np
 from keras import layers
+
+from resnet_course.plots import _pyplot, close  # noqa: F401 - close is part of this module's API
 
 #: Depth, width, batch and classes of the notebook's experiment.
 DEPTH = 40
@@ -170,21 +171,6 @@ def gradient_norms(depth: int = DEPTH, width: int = WIDTH, *, batch_size: int = 
     return GradientNorms(depth=depth, width=width, plain=norms[False], residual=norms[True])
 
 
-def _pyplot():
-    """matplotlib.pyplot, with Agg when there is no display, no notebook and no backend chosen."""
-    import os
-
-    import matplotlib
-
-    if "matplotlib.pyplot" not in sys.modules and "MPLBACKEND" not in os.environ:
-        headless = sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
-        if headless and "ipykernel" not in sys.modules:
-            matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def plot_gradient_norms(result: GradientNorms):
     """Gradient norm per layer, plain against residual, on a log scale. Returns the Figure."""
     plt = _pyplot()
@@ -201,8 +187,3 @@ def plot_gradient_norms(result: GradientNorms):
     ax.legend(loc="center right")
     fig.tight_layout()
     return fig
-
-
-def close(fig) -> None:
-    """Close a figure (free its memory)."""
-    _pyplot().close(fig)
