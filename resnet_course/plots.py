@@ -118,6 +118,16 @@ def _read_history(history_or_csv) -> dict[str, list[float]]:
                     f"got {type(history_or_csv).__name__}.")
 
 
+def best_validation_epoch(history) -> int:
+    """The 1-based epoch of the best validation accuracy, ties broken by the lower validation loss.
+
+    The rule ``resnet_course.training`` uses to keep the best model, so the plot marks that epoch.
+    """
+    accuracy = np.asarray(history["val_accuracy"], dtype=float)
+    loss = np.asarray(history.get("val_loss", np.zeros_like(accuracy)), dtype=float)
+    return int(np.lexsort((loss, -accuracy))[0]) + 1
+
+
 def plot_learning_curves(history_or_csv, *, title: str | None = None):
     """Loss and accuracy per epoch, training and validation (and the learning rate when logged).
 
@@ -141,7 +151,7 @@ def plot_learning_curves(history_or_csv, *, title: str | None = None):
         ax.set_ylabel(metric.replace("_", " "))
         ax.grid(alpha=0.3)
         if metric == "accuracy" and "val_accuracy" in history:
-            best = int(np.argmax(history["val_accuracy"]))
+            best = best_validation_epoch(history) - 1
             ax.axvline(best + 1, color="grey", linestyle=":", label=f"best validation (epoch {best + 1})")
         if metric != "learning_rate":
             ax.legend(fontsize=8)

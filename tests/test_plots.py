@@ -113,3 +113,11 @@ def test_plot_predictions_marks_wrong_ones_in_red():
     plots.close(fig)
     with pytest.raises(ValueError, match="entries"):
         plots.plot_predictions(x, y_true, [0, 1], NAMES)
+
+
+def test_best_validation_epoch_breaks_ties_by_loss_like_training():
+    from resnet_course.plots import best_validation_epoch
+
+    history = {"val_accuracy": [0.5, 0.99, 0.99, 0.9], "val_loss": [1.0, 0.6, 0.4, 0.3]}
+    assert best_validation_epoch(history) == 3
+    assert best_validation_epoch({"val_accuracy": [0.2, 0.8, 0.7]}) == 2
