@@ -32,7 +32,7 @@ from keras import layers
 CHANNEL_AXIS = 3
 
 
-def layer_names(stage: int, block: str, *, shortcut: bool = False) -> dict[str, str]:
+def layer_names(stage: int | str, block: str, *, shortcut: bool = False) -> dict[str, str]:
     """Return the canonical names of one block's layers, keyed by role.
 
     >>> layer_names(2, "a")["conv_2a"]

@@ -155,17 +155,11 @@ def _draw_flow(main, *, shortcut=None, title, input_label, output_label, after_a
 
 def _block_names(stage, block, *, shortcut: bool) -> dict[str, str]:
     """The layer names to print under the boxes: real names when stage and block are given."""
+    from resnet_course.blocks import layer_names
+
     if stage is None or block is None:
         stage, block = "{stage}", "{block}"
-    prefix = f"{stage}{block}"
-    names = {}
-    for branch in ("2a", "2b", "2c"):
-        names[f"conv_{branch}"] = f"res{prefix}_branch{branch}"
-        names[f"bn_{branch}"] = f"bn{prefix}_branch{branch}"
-    if shortcut:
-        names["conv_1"] = f"res{prefix}_branch1"
-        names["bn_1"] = f"bn{prefix}_branch1"
-    return names
+    return layer_names(stage, block, shortcut=shortcut)
 
 
 def _main_path(names, *, stride: bool):
