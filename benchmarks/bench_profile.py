@@ -126,10 +126,9 @@ def main(argv=None) -> dict:
     import keras
     import numpy as np
 
-    import bench_fused_bn
     import bench_throughput
 
-    build = {"ours": bench_throughput.build_ours, "ours_fused_bn": bench_fused_bn.build_ours_fused_bn,
+    build = {"ours": bench_throughput.build_ours, "ours_fused_bn": bench_throughput.build_ours_fused_bn,
              "keras_app": bench_throughput.build_keras_applications}[args.model]
     shape = tuple(int(n) for n in args.shape.split("x"))
     previous = keras.mixed_precision.global_policy()

@@ -96,19 +96,21 @@ def best_training(throughput: list[dict]) -> dict | None:
 def goals(results: dict) -> list[dict]:
     """One row per goal: what, measured, target, met (None: not measured in this run)."""
     rows = []
-    for m in results.get("throughput", []):
-        entry = m["models"].get("ours")
-        if entry is None or entry.get("train_ratio") is None:
-            continue
-        for key in ("train", "infer"):
-            value = entry.get(f"{key}_ratio")
-            if value is None:
+    # "ours": the model as students build it; "ours_fused_bn": as the training recipes run it.
+    for name, who in (("ours", "ours"), ("ours_fused_bn", "ours as trained (fused BN)")):
+        for m in results.get("throughput", []):
+            entry = m["models"].get(name)
+            if entry is None or entry.get("train_ratio") is None:
                 continue
-            rows.append({
-                "goal": f"ours / keras.applications, {dict(train='training', infer='inference')[key]}, {_shape(m['input_shape'])} b{m['batch_size']} "
-                        f"{m['precision']}",
-                "measured": value, "target": f">= {GOAL_RATIO}", "met": value >= GOAL_RATIO, "format": "x",
-            })
+            for key in ("train", "infer"):
+                value = entry.get(f"{key}_ratio")
+                if value is None:
+                    continue
+                rows.append({
+                    "goal": f"{who} / keras.applications, {dict(train='training', infer='inference')[key]}, "
+                            f"{_shape(m['input_shape'])} b{m['batch_size']} {m['precision']}",
+                    "measured": value, "target": f">= {GOAL_RATIO}", "met": value >= GOAL_RATIO, "format": "x",
+                })
     pipeline = results.get("pipeline")
     if pipeline and pipeline.get("overhead") is not None:
         rows.append({"goal": f"input pipeline overhead ({pipeline['dataset']}, b{pipeline['batch_size']})",

@@ -62,6 +62,14 @@ def build_ours(input_shape, classes, **options):
     return model, note
 
 
+def build_ours_fused_bn(input_shape, classes, **options):
+    """Our ResNet50 as the training recipes run it: batch norms fused (resnet_course.fused_batchnorm)."""
+    from resnet_course.fused_batchnorm import with_fused_batch_norm
+
+    model, note = build_ours(input_shape, classes, **options)
+    return with_fused_batch_norm(model), (note + ", " if note != "defaults" else "") + "fused BN"
+
+
 def build_keras_applications(input_shape, classes):
     import keras
 
@@ -70,6 +78,7 @@ def build_keras_applications(input_shape, classes):
 
 
 OURS = ModelSpec("ours", build_ours, "resnet_course.model.ResNet50")
+OURS_FUSED = ModelSpec("ours_fused_bn", build_ours_fused_bn, "ours + fused BN (training)")
 THEIRS = ModelSpec("keras_app", build_keras_applications, "keras.applications.ResNet50")
 
 

@@ -4,7 +4,7 @@
     python benchmarks/run.py --with-tests          # ... and the test suite's wall time
     python benchmarks/run.py --quick               # 1 round of 1-2 steps: a smoke test (a few minutes)
     python benchmarks/run.py --only throughput,flops
-    python benchmarks/run.py --fused-bn            # also our model with fused batch norms (prototype)
+    python benchmarks/run.py --no-fused-bn         # without our model as training runs it (fused batch norms)
     python benchmarks/run.py --render benchmarks/results/benchmark.json   # rewrite the markdown only
 
 Sections (``--only``, comma-separated):
@@ -12,8 +12,9 @@ Sections (``--only``, comma-separated):
 * ``throughput``: training and inference images/s, ours against keras.applications.ResNet50
   (weights=None), 64x64x3 batch 32 and 32x32x3 batch 64 (ours with pooling="global" there),
   float32 and mixed_bfloat16, alternating the models over rounds (``bench_throughput``);
-* ``settings``: the fastest training setting: our model (and with ``--fused-bn`` the fused
-  prototype) in float32 and in mixed_bfloat16 as separate models of one round-robin, 64x64x3 batch 32;
+* ``settings``: the fastest training setting: our model, plain and with fused batch norms (as
+  the training recipes run it), in float32 and in mixed_bfloat16 as separate models of one
+  round-robin, 64x64x3 batch 32;
 * ``flops``: the float32 and bfloat16 matmul limits (``bench_matmul``), against which the
   training GFLOP/s (3 x forward FLOPs x images/s, ``bench_flops``) are set;
 * ``pipeline``: ``fit`` from in-memory arrays against ``fit`` from the tf.data pipeline with
@@ -72,16 +73,10 @@ def load_average() -> str:
 
 
 def machine() -> str:
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-        flags = Path("/proc/cpuinfo").read_text()
-        extras = [f for f in ("avx512f", "avx512_bf16", "amx_bf16") if f in flags]
-    except OSError:
-        extras = []
+    from resnet_course.training import cpu_info
+
+    model, flags = cpu_info()
+    extras = [f for f in ("avx512f", "avx512_bf16", "amx_bf16") if f in flags]
     return f"{model}, {os.cpu_count()} logical CPUs ({', '.join(extras) or 'no AVX-512'}), {platform.system()}"
 
 
@@ -116,8 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--with-tests", action="store_true", help="also time the test suite")
     p.add_argument("--quick", action="store_true", help="1 round of 1-2 steps: a smoke test, not a measurement")
     p.add_argument("--tiny", action="store_true", help="minuscule models and one 32x32 float32 setting (tests)")
-    p.add_argument("--fused-bn", action="store_true",
-                   help="add our model with fused batch norms (benchmarks/bench_fused_bn.py, a prototype)")
+    p.add_argument("--no-fused-bn", action="store_true",
+                   help="leave out our model with fused batch norms (resnet_course.fused_batchnorm, "
+                        "what the training recipes run)")
     p.add_argument("--rounds", type=int, help="alternating rounds (default 12; --quick 1)")
     p.add_argument("--train-steps", type=int, help="timed train_on_batch calls per model per round (default 1)")
     p.add_argument("--infer-steps", type=int, help="timed predict_on_batch calls per model per round (default 2)")
@@ -209,12 +205,10 @@ def main(argv=None) -> dict:
             log(f"  {v['dtype']:9s} {v['how'][:40]:40s} {v['gflops']:6.1f} GFLOP/s")
 
     fused_spec = None
-    if args.fused_bn and not args.tiny:
-        import bench_fused_bn
+    if not args.no_fused_bn and not args.tiny:
         import bench_throughput
 
-        fused_spec = bench_throughput.ModelSpec("ours_fused_bn", bench_fused_bn.build_ours_fused_bn,
-                                                "ours + fused BN (prototype)")
+        fused_spec = bench_throughput.OURS_FUSED
 
     if "throughput" in sections:
         import bench_throughput

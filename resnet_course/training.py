@@ -81,6 +81,9 @@ class Recipe:
         pooling: the head's pooling, "avg_pool" or "global".
         bn_momentum: batch-norm momentum (0.9 for short runs; Keras' 0.99 lags behind).
         dropout: dropout before the classifier.
+        fused_batch_norm: train with ``resnet_course.fused_batchnorm``'s fused kernel on the
+            TensorFlow backend (same layer, same numbers, 1.2-1.5x faster steps on a CPU);
+            saved models have plain Keras batch norms either way.
     Data:
         augment: the dataset's augmentation (``resnet_course.pipelines.augmentation_for``:
             shifts and zoom for SIGNS, shifts and horizontal flips for CIFAR-10 and FER-2013).
@@ -111,6 +114,7 @@ class Recipe:
     pooling: str = "avg_pool"
     bn_momentum: float = 0.9
     dropout: float = 0.0
+    fused_batch_norm: bool = True
     # data
     augment: bool = True
     validation_fraction: float = 0.1
@@ -190,7 +194,7 @@ _RECIPES = {
     ("cifar10", "quick"): dict(
         width=0.25, identity_blocks=(1, 1, 1, 1), stem_pool=False, pooling="global",
         optimizer="sgd", learning_rate=0.2, weight_decay=5e-4, momentum=0.9,
-        schedule="onecycle", warmup_epochs=1, label_smoothing=0.1, batch_size=128, epochs=9,
+        schedule="onecycle", warmup_epochs=1, label_smoothing=0.1, batch_size=128, epochs=25,
     ),
     ("cifar10", "full"): dict(
         width=1.0, stem_pool=False, pooling="global", optimizer="sgd", learning_rate=0.1,
@@ -203,7 +207,7 @@ _RECIPES = {
     ("fer2013", "quick"): dict(
         width=0.5, identity_blocks=(1, 1, 1, 1), stem_pool=True, pooling="global",
         optimizer="sgd", learning_rate=0.1, weight_decay=5e-4, momentum=0.9,
-        schedule="onecycle", warmup_epochs=1, label_smoothing=0.1, batch_size=128, epochs=14,
+        schedule="onecycle", warmup_epochs=1, label_smoothing=0.1, batch_size=128, epochs=27,
     ),
     ("fer2013", "full"): dict(
         width=1.0, stem_pool=False, pooling="global", dropout=0.3, optimizer="sgd", learning_rate=0.05,
@@ -267,17 +271,25 @@ def recipes_table() -> str:
 # --- precision -------------------------------------------------------------------
 
 
+def cpu_info(cpuinfo: str = "/proc/cpuinfo") -> tuple[str, set[str]]:
+    """The CPU's model name and its feature flags, from Linux' ``/proc/cpuinfo``.
+
+    Elsewhere (or unreadable): ``platform``'s processor name and no flags."""
+    fields = {}
+    try:
+        lines = Path(cpuinfo).read_text().splitlines()
+    except OSError:
+        lines = []
+    for line in lines:  # the first CPU's lines are enough
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    name = fields.get("model name") or platform.processor() or platform.machine()
+    return name, set(fields.get("flags", "").split())
+
+
 def cpu_has_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
     """True when the CPU reports AVX512-BF16 or AMX-BF16 (Linux ``/proc/cpuinfo`` flags)."""
-    try:
-        text = Path(cpuinfo).read_text()
-    except OSError:
-        return False
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            flags = set(line.split(":", 1)[-1].split())
-            return bool(flags & {"avx512_bf16", "amx_bf16"})
-    return False
+    return bool(cpu_info(cpuinfo)[1] & {"avx512_bf16", "amx_bf16"})
 
 
 def detect_precision() -> str:
@@ -372,6 +384,10 @@ def build_model(r: Recipe, input_shape: Sequence[int] | None = None, classes: in
     inputs = keras.Input(shape=input_shape, name="image")
     x = layers.Rescaling(1.0 / 255, name="rescale", dtype="float32")(inputs)
     resnet = ResNet50(input_shape, classes, **r.model_options())
+    if r.fused_batch_norm:
+        from resnet_course.fused_batchnorm import with_fused_batch_norm
+
+        resnet = with_fused_batch_norm(resnet)
     outputs = resnet(x)
     return keras.Model(inputs, outputs, name=f"resnet_course_{r.dataset}")
 
@@ -434,7 +450,14 @@ class _BestValidation(keras.callbacks.Callback):
 
 
 def save_model(model, path) -> None:
-    """Save ``model`` without its optimizer state (a third of the size; reload with ``load_model``)."""
+    """Save ``model`` without its optimizer state (a third of the size; reload with ``load_model``).
+
+    Fused batch norms are saved as plain ``keras.layers.BatchNormalization``, so the file
+    loads with Keras alone."""
+    from resnet_course.fused_batchnorm import uses_fused_batch_norm, with_keras_batch_norm
+
+    if uses_fused_batch_norm(model):
+        model = with_keras_batch_norm(model)
     keras.Model(model.inputs, model.outputs, name=model.name).save(path)
 
 
@@ -474,14 +497,7 @@ def machine_info() -> dict:
     """A short description of the machine, for benchmark records."""
     import tensorflow as tf
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_info()[0]
     gpus = [d.name for d in tf.config.list_physical_devices("GPU")]
     try:
         load = list(os.getloadavg())

@@ -151,6 +151,10 @@ def test_cpu_bf16_detection(tmp_path):
     info.write_text("processor : 0\nflags : fpu sse avx2\n")
     assert not training.cpu_has_bf16(info)
     assert not training.cpu_has_bf16(tmp_path / "missing")
+    info.write_text("processor : 0\nmodel name : Some CPU 9000\nflags : fpu avx512f\n\n"
+                    "processor : 1\nmodel name : Some CPU 9000\nflags : fpu avx512f\n")
+    assert training.cpu_info(info) == ("Some CPU 9000", {"fpu", "avx512f"})
+    assert training.cpu_info(tmp_path / "missing")[1] == set()
     assert training.detect_precision() in ("float32", "mixed_bfloat16", "mixed_float16")
 
 

@@ -1,0 +1,109 @@
+"""Fused batch normalization for training on the TensorFlow backend: the same layer, one kernel.
+
+Keras 3's ``BatchNormalization`` is not fused on TensorFlow: in training it computes
+the moments with ``tf.nn.moments`` and normalizes with ``tf.nn.batch_normalization``,
+about ten element-wise kernels forward and as many backward per layer, and under
+``mixed_bfloat16`` it also casts the activations to float32 and back. ResNet-50 has
+53 batch norms; on a 2-core CPU those passes over memory take a large share of a step
+(benchmarks/bench_profile.py) and eat most of what bfloat16 saves in the convolutions.
+
+``FusedBatchNormalization`` keeps the layer's weights, name, config and moving-statistics
+update (momentum, biased variance) and replaces the arithmetic with TensorFlow's
+``FusedBatchNormV3`` (oneDNN on x86: bfloat16 in and out, float32 statistics), whose
+gradient is one ``FusedBatchNormGradV3``. On any other backend, or for a layout it
+cannot take, it is Keras' layer.
+
+This is a training-speed concern, so it lives here and not in the course's model:
+``resnet_course.model`` and ``resnet_course.blocks`` build plain Keras layers (what
+students write and the grader compares), ``with_fused_batch_norm`` swaps them in for
+training and ``with_keras_batch_norm`` swaps them back before a model is saved, so a
+saved model loads with plain Keras.
+"""
+
+from __future__ import annotations
+
+import keras
+
+
+@keras.saving.register_keras_serializable(package="resnet_course")
+class FusedBatchNormalization(keras.layers.BatchNormalization):
+    """``keras.layers.BatchNormalization`` computed by TensorFlow's fused kernel (channels-last, 4-D)."""
+
+    def _can_fuse(self, inputs, mask) -> bool:
+        rank = len(inputs.shape)
+        return (
+            keras.backend.backend() == "tensorflow"
+            and mask is None
+            and rank == 4
+            and self.axis in (-1, rank - 1)
+            and self.center
+            and self.scale
+            and not self.renorm
+            and not self.synchronized
+        )
+
+    def call(self, inputs, training=None, mask=None):
+        if not self._can_fuse(inputs, mask):
+            return super().call(inputs, training=training, mask=mask)
+        import tensorflow as tf
+
+        x = inputs if inputs.dtype in (tf.float32, tf.bfloat16, tf.float16) else tf.cast(inputs, tf.float32)
+        scale = tf.cast(self.gamma, tf.float32)
+        offset = tf.cast(self.beta, tf.float32)
+        if training and self.trainable:
+            empty = tf.constant([], tf.float32)
+            y, mean, variance, _, _, _ = tf.raw_ops.FusedBatchNormV3(
+                x=x, scale=scale, offset=offset, mean=empty, variance=empty,
+                epsilon=self.epsilon, data_format="NHWC", is_training=True,
+            )
+            # The kernel returns the unbiased variance; Keras' moving average uses the biased one.
+            count = tf.cast(tf.size(x) // tf.shape(x)[-1], tf.float32)
+            variance = variance * (count - 1.0) / tf.maximum(count, 1.0)
+            self.moving_mean.assign(self.moving_mean * self.momentum + mean * (1.0 - self.momentum))
+            self.moving_variance.assign(self.moving_variance * self.momentum + variance * (1.0 - self.momentum))
+        else:
+            y, _, _, _, _, _ = tf.raw_ops.FusedBatchNormV3(
+                x=x, scale=scale, offset=offset,
+                mean=tf.cast(self.moving_mean, tf.float32), variance=tf.cast(self.moving_variance, tf.float32),
+                epsilon=self.epsilon, data_format="NHWC", is_training=False,
+            )
+        return tf.cast(y, self.compute_dtype)
+
+
+def _swap_batch_norm(model: keras.Model, target: type) -> keras.Model:
+    """A copy of ``model`` (nested models included) whose batch norms are ``target``, same weights."""
+
+    def clone(layer):
+        if isinstance(layer, keras.layers.BatchNormalization) and type(layer) is not target:
+            return target.from_config(layer.get_config())
+        return layer.__class__.from_config(layer.get_config())
+
+    copy = keras.models.clone_model(model, clone_function=clone, recursive=True)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def with_fused_batch_norm(model: keras.Model) -> keras.Model:
+    """``model`` with every ``BatchNormalization`` fused (a copy; names and weights kept).
+
+    Only worth it on the TensorFlow backend, where it is 1.2-1.5x faster in training
+    (``python benchmarks/run.py --only settings``); elsewhere the layers fall back to Keras'.
+    """
+    return _swap_batch_norm(model, FusedBatchNormalization)
+
+
+def with_keras_batch_norm(model: keras.Model) -> keras.Model:
+    """``model`` with plain ``keras.layers.BatchNormalization`` again (a copy; for saving)."""
+    return _swap_batch_norm(model, keras.layers.BatchNormalization)
+
+
+def uses_fused_batch_norm(model: keras.Model) -> bool:
+    """True when any layer of ``model`` (nested models included) is a ``FusedBatchNormalization``."""
+    return any(isinstance(layer, FusedBatchNormalization) for layer in _all_layers(model))
+
+
+def _all_layers(model):
+    for layer in model.layers:
+        yield layer
+        if isinstance(layer, keras.Model):
+            yield from _all_layers(layer)

@@ -1,0 +1,139 @@
+"""resnet_course.fused_batchnorm: the fused layer computes what Keras' BatchNormalization computes.
+
+Forward in both modes, the moving-statistics update, the gradients, mixed precision,
+the fall-back for layouts the kernel does not take, and the swap to and from plain
+Keras layers (names and weights kept) that training and saving rely on.
+"""
+
+from __future__ import annotations
+
+import json
+import zipfile
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from resnet_course import training
+from resnet_course.fused_batchnorm import (
+    FusedBatchNormalization,
+    uses_fused_batch_norm,
+    with_fused_batch_norm,
+    with_keras_batch_norm,
+)
+from resnet_course.training import recipe
+
+TINY = dict(width=0.0625, identity_blocks=(0, 0, 0, 0))
+
+
+def _pair(channels=8, momentum=0.9, **options):
+    plain = keras.layers.BatchNormalization(momentum=momentum, name="bn", **options)
+    fused = FusedBatchNormalization.from_config(plain.get_config())
+    shape = (None, 6, 5, channels)
+    plain.build(shape)
+    fused.build(shape)
+    rng = np.random.default_rng(0)
+    gamma, beta = rng.normal(1, 0.2, channels), rng.normal(0, 0.2, channels)
+    mean, variance = rng.normal(0, 1, channels), rng.uniform(0.5, 2, channels)
+    for layer in (plain, fused):
+        layer.set_weights([w.astype("float32") for w in (gamma, beta, mean, variance)])
+    return plain, fused
+
+
+def _images(shape=(4, 6, 5, 8), seed=1):
+    return np.random.default_rng(seed).normal(2.0, 3.0, shape).astype("float32")
+
+
+@pytest.mark.parametrize("training_mode", [False, True])
+def test_forward_matches_keras(training_mode):
+    plain, fused = _pair()
+    x = _images()
+    np.testing.assert_allclose(fused(x, training=training_mode), plain(x, training=training_mode),
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_moving_statistics_update_matches_keras():
+    plain, fused = _pair(momentum=0.7)
+    for seed in range(3):
+        x = _images(seed=seed)
+        plain(x, training=True)
+        fused(x, training=True)
+    np.testing.assert_allclose(fused.moving_mean.numpy(), plain.moving_mean.numpy(), rtol=1e-5, atol=1e-6)
+    # Keras keeps the biased batch variance; the fused kernel's unbiased one is corrected.
+    np.testing.assert_allclose(fused.moving_variance.numpy(), plain.moving_variance.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_gradients_match_keras():
+    plain, fused = _pair()
+    x = tf.constant(_images())
+    upstream = tf.constant(_images(seed=7))
+    grads = []
+    for layer in (plain, fused):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x, training=True)
+            loss = tf.reduce_sum(y * upstream)
+        grads.append(tape.gradient(loss, [x, layer.gamma, layer.beta]))
+    for g_plain, g_fused in zip(*grads):
+        np.testing.assert_allclose(g_fused.numpy(), g_plain.numpy(), rtol=1e-4, atol=1e-4)
+
+
+def test_frozen_layer_uses_moving_statistics():
+    plain, fused = _pair()
+    plain.trainable = fused.trainable = False
+    x = _images()
+    np.testing.assert_allclose(fused(x, training=True), plain(x, training=False), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(fused.moving_mean.numpy(), plain.moving_mean.numpy())
+
+
+def test_mixed_bfloat16_keeps_the_compute_dtype_and_close_values():
+    plain = keras.layers.BatchNormalization(name="bn", dtype="mixed_bfloat16")
+    fused = FusedBatchNormalization.from_config(plain.get_config())
+    x = tf.cast(_images(), "bfloat16")
+    for mode in (False, True):
+        y_fused, y_plain = fused(x, training=mode), plain(x, training=mode)
+        assert y_fused.dtype == tf.bfloat16
+        np.testing.assert_allclose(tf.cast(y_fused, "float32"), tf.cast(y_plain, "float32"), rtol=0.02, atol=0.02)
+
+
+@pytest.mark.parametrize("shape, options", [((4, 8), {}), ((4, 8, 6, 5), {"axis": 1}), ((4, 6, 5, 8), {"center": False})])
+def test_layouts_the_kernel_cannot_take_fall_back_to_keras(shape, options):
+    plain = keras.layers.BatchNormalization(name="bn", **options)
+    fused = FusedBatchNormalization.from_config(plain.get_config())
+    x = _images(shape)
+    for mode in (False, True):
+        np.testing.assert_allclose(fused(x, training=mode), plain(x, training=mode), rtol=1e-5, atol=1e-5)
+
+
+def test_swap_keeps_names_weights_and_outputs():
+    model = training.build_model(recipe("cifar10", "quick", fused_batch_norm=False, **TINY))
+    assert not uses_fused_batch_norm(model)
+    fused = with_fused_batch_norm(model)
+    assert uses_fused_batch_norm(fused)
+    resnet, fused_resnet = model.get_layer("ResNet50"), fused.get_layer("ResNet50")
+    assert [layer.name for layer in fused_resnet.layers] == [layer.name for layer in resnet.layers]
+    assert type(fused_resnet.get_layer("bn2a_branch2a")) is FusedBatchNormalization
+    x = _images((3, 32, 32, 3)) * 40 + 120
+    np.testing.assert_allclose(fused(x, training=False), model(x, training=False), rtol=1e-5, atol=1e-6)
+    back = with_keras_batch_norm(fused)
+    assert not uses_fused_batch_norm(back)
+    assert type(back.get_layer("ResNet50").get_layer("bn2a_branch2a")) is keras.layers.BatchNormalization
+    for a, b in zip(back.get_weights(), model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_recipes_train_fused_and_save_plain_keras(tmp_path):
+    r = recipe("signs", "quick", **TINY)
+    assert r.fused_batch_norm
+    model = training.build_model(r)
+    assert uses_fused_batch_norm(model)
+    training.save_model(model, tmp_path / "model.keras")
+    with zipfile.ZipFile(tmp_path / "model.keras") as archive:
+        config = archive.read("config.json").decode()
+    assert "FusedBatchNormalization" not in config and "BatchNormalization" in config
+    json.loads(config)
+    loaded = keras.saving.load_model(tmp_path / "model.keras", compile=False)
+    assert not uses_fused_batch_norm(loaded)
+    x = _images((2, 64, 64, 3)) * 40 + 120
+    np.testing.assert_allclose(loaded(x, training=False), model(x, training=False), rtol=1e-5, atol=1e-6)
