@@ -105,7 +105,8 @@ def _run_train(args: argparse.Namespace) -> int:
         args.dataset, args.profile, args.out, epochs=args.epochs, batch_size=args.batch_size,
         data_dir=args.data_dir, seed=args.seed,
     )
-    summary = {key: metrics[key] for key in ("test_accuracy", "train_seconds", "epochs", "best_epoch") if key in metrics}
+    keys = ("test_accuracy", "test_accuracy_flip_tta", "train_seconds", "epochs", "best_epoch")
+    summary = {key: metrics[key] for key in keys if metrics.get(key) is not None}
     print(json.dumps(summary, indent=2))
     print(f"Wrote the model, metrics.json, history.csv and plots to {args.out}")
     return 0
@@ -114,11 +115,13 @@ def _run_train(args: argparse.Namespace) -> int:
 def _run_evaluate(args: argparse.Namespace) -> int:
     from resnet_course import training
 
-    result = training.evaluate(args.model, args.dataset, args.data_dir, batch_size=args.batch_size)
-    print(f"test accuracy {result['test_accuracy']:.4f} on {result['n_test']} images "
+    result = training.evaluate(args.model, args.dataset, args.data_dir, batch_size=args.batch_size,
+                               flip_tta=args.flip_tta)
+    how = " with flip test-time augmentation" if result["flip_tta"] else ""
+    print(f"test accuracy {result['test_accuracy']:.4f} on {result['n_test']} images{how} "
           f"(loss {result['test_loss']:.4f})")
     for name, accuracy in result["per_class_accuracy"].items():
-        print(f"  {name:>10}: {accuracy:.3f}")
+        print(f"  {name:>10}: " + ("no test images" if accuracy is None else f"{accuracy:.3f}"))
     return 0
 
 
@@ -153,6 +156,8 @@ def _add_training_parsers(subcommands: argparse._SubParsersAction) -> None:
     evaluate.add_argument("model", metavar="MODEL", help="a model.keras written by `resnet-course train`")
     evaluate.add_argument("--dataset", required=True, choices=datasets)
     evaluate.add_argument("--batch-size", type=int, default=64)
+    evaluate.add_argument("--flip-tta", action="store_true",
+                          help="average each image's and its mirror's probabilities (cifar10, fer2013)")
     _add_data_dir_option(evaluate)
     evaluate.set_defaults(handler=_run_evaluate)
 

@@ -230,6 +230,38 @@ def test_evaluate(trained, data_dir):
         training.evaluate(out / "model.keras", "imagenet", data_dir=data_dir)
 
 
+def test_flip_test_time_augmentation(trained, data_dir, capsys):
+    out, metrics = trained
+    assert metrics["test_accuracy_flip_tta"] is None  # SIGNS: a mirrored hand is the other hand
+    with pytest.raises(ValueError, match="mirrored hand sign"):
+        training.evaluate(out / "model.keras", "signs", data_dir=data_dir, flip_tta=True)
+    from resnet_course import cli
+
+    assert cli.main(["evaluate", str(out / "model.keras"), "--dataset", "signs", "--flip-tta",
+                     "--data-dir", str(data_dir)]) != 0
+    assert "Flip test-time augmentation does not suit signs" in capsys.readouterr().err
+    assert training.mirror_symmetric("cifar10") and training.mirror_symmetric("fer2013")
+
+    model = training.load_model(out / "model.keras")
+    x = np.random.default_rng(0).integers(0, 255, (5, 64, 64, 3)).astype("uint8")
+    y = np.arange(5) % 6
+    both = training.predict_probabilities(model, x, y, 6, 4, flip_tta=True)
+    expected = (model.predict(x.astype("float32"), verbose=0) + model.predict(x[:, :, ::-1].astype("float32"),
+                                                                              verbose=0)) / 2
+    np.testing.assert_allclose(both, expected, rtol=1e-5, atol=1e-6)
+    plain = training.predict_probabilities(model, x, y, 6, 4)
+    np.testing.assert_allclose(plain, model.predict(x.astype("float32"), verbose=0), rtol=1e-5, atol=1e-6)
+
+
+def test_cli_evaluate_prints_accuracy(trained, data_dir, capsys):
+    from resnet_course import cli
+
+    out, metrics = trained
+    assert cli.main(["evaluate", str(out / "model.keras"), "--dataset", "signs", "--data-dir", str(data_dir)]) == 0
+    printed = capsys.readouterr().out
+    assert f"test accuracy {metrics['test_accuracy']:.4f} on 24 images" in printed
+
+
 def test_predict_top3(trained, tmp_path):
     out, metrics = trained
     paths = []
