@@ -165,6 +165,10 @@ def measure(
     medians = {name: float(np.median(v)) for name, v in result["ips"].items()}
     result["ips_median"] = medians
     result["overhead"] = overhead(medians["pipeline"], medians["arrays"])
+    # The two were timed side by side in each round: the per-round ratios cancel slow drifts in load.
+    per_round = [overhead(p, a) for p, a in zip(result["ips"]["pipeline"], result["ips"]["arrays"]) if a]
+    result["overhead_per_round"] = per_round
+    result["overhead_paired"] = float(np.median(per_round)) if per_round else None
     del model
     keras.backend.clear_session()
     gc.collect()

@@ -264,7 +264,10 @@ def render(results: dict) -> str:
                 markdown_table(["input", "img/s (median)", "rounds", "fit() wall s (median)"],
                                [[name, fmt(p["ips_median"][name]), ", ".join(fmt(v) for v in p["ips"][name]),
                                  fmt(median(p["fit_s"][name]))] for name in p["ips"]]), "",
-                f"Overhead: **{fmt(p['overhead'], '%1')}** (1 - pipeline / arrays).", ""]
+                f"Overhead: **{fmt(p['overhead'], '%1')}** (1 - pipeline / arrays)"
+                + (f"; median of the per-round overheads {fmt(p['overhead_paired'], '%1')} "
+                   f"(rounds: {', '.join(fmt(v, '%1') for v in p['overhead_per_round'])})"
+                   if p.get("overhead_paired") is not None else "") + ".", ""]
     d = results.get("datasets")
     if d:
         out += ["## Dataset load times", ""]
