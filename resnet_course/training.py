@@ -439,14 +439,20 @@ def predict_probabilities(model, x, y, classes: int, batch_size: int, *, flip_tt
     Flip test-time augmentation: the network saw mirrored images in training, so
     averaging over both views costs one more forward pass and usually gains a little
     accuracy. Only for mirror-symmetric datasets (``mirror_symmetric``)."""
-    dataset = make_eval_dataset(x, y, classes, batch_size)
-    probabilities = np.asarray(model.predict(dataset, verbose=0), dtype="float64")
-    if flip_tta:
-        import tensorflow as tf
+    plain, mirrored = _plain_and_mirrored(model, x, y, classes, batch_size, mirrored=flip_tta)
+    return (plain + mirrored) / 2 if flip_tta else plain
 
-        mirrored = dataset.map(lambda images, labels: (tf.reverse(images, axis=[2]), labels))
-        probabilities = (probabilities + np.asarray(model.predict(mirrored, verbose=0), dtype="float64")) / 2
-    return probabilities
+
+def _plain_and_mirrored(model, x, y, classes: int, batch_size: int, *, mirrored: bool):
+    """The model's probabilities on ``x`` and (when ``mirrored``) on its mirror images, else None."""
+    dataset = make_eval_dataset(x, y, classes, batch_size)
+    plain = np.asarray(model.predict(dataset, verbose=0), dtype="float64")
+    if not mirrored:
+        return plain, None
+    import tensorflow as tf
+
+    flipped = dataset.map(lambda images, labels: (tf.reverse(images, axis=[2]), labels))
+    return plain, np.asarray(model.predict(flipped, verbose=0), dtype="float64")
 
 
 # --- training ------------------------------------------------------------------------
@@ -604,12 +610,13 @@ def train(dataset: str, profile: str = "quick", out_dir="runs/latest", *, epochs
             model.set_weights(best.best_weights)
         save_model(model, out / MODEL_FILE)
 
-        probabilities = predict_probabilities(model, x_test, y_test, classes, batch)
+        # One pass over the test images, and one over their mirrors where mirroring keeps the class.
+        probabilities, mirrored = _plain_and_mirrored(model, x_test, y_test, classes, batch,
+                                                      mirrored=mirror_symmetric(r.dataset))
         test_loss = _cross_entropy(probabilities, y_test)
         flip_accuracy = None
-        if mirror_symmetric(r.dataset):
-            flipped = predict_probabilities(model, x_test, y_test, classes, batch, flip_tta=True)
-            flip_accuracy = float(np.mean(flipped.argmax(axis=1) == y_test))
+        if mirrored is not None:
+            flip_accuracy = float(np.mean(((probabilities + mirrored) / 2).argmax(axis=1) == y_test))
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)
 
