@@ -38,6 +38,10 @@ STAGE_STRIDES = (1, 2, 2, 2)
 FIRST_STAGE = 2
 MIDDLE_KERNEL = 3
 POOLINGS = ("avg_pool", "global")
+#: The stem's convolution, (kernel, stride, zero padding), for each choice of ``stem``:
+#: ResNet-50's own 7x7 stride-2 conv, or the 3x3 stride-1 conv of He et al.'s CIFAR-10
+#: ResNets, which keeps a 32x32 image at 32x32 into stage 2 (4x the FLOPs after the stem).
+STEMS = {"imagenet": (7, 2, 3), "small": (3, 1, 1)}
 
 
 def scaled_filters(width: float, filters: Sequence[Sequence[int]] = STAGE_FILTERS) -> tuple[tuple[int, ...], ...]:
@@ -53,7 +57,7 @@ def _conv_output_size(size: int, kernel: int, stride: int, padding: str) -> int:
     return (size - kernel) // stride + 1
 
 
-def _check_model_arguments(input_shape, classes, filters, identity_blocks, pooling, stem_pool) -> None:
+def _check_model_arguments(input_shape, classes, filters, identity_blocks, pooling, stem_pool, stem) -> None:
     """Fail with a clear message before Keras fails deep inside a layer."""
     if len(input_shape) != 3 or not all(isinstance(n, int) and n > 0 for n in input_shape):
         raise ValueError(
@@ -73,11 +77,14 @@ def _check_model_arguments(input_shape, classes, filters, identity_blocks, pooli
         raise ValueError(f"ResNet50: identity_blocks must be ints >= 0, got {tuple(identity_blocks)!r}.")
     if pooling not in POOLINGS:
         raise ValueError(f"ResNet50: pooling must be one of {POOLINGS}, got {pooling!r}.")
+    if stem not in STEMS:
+        raise ValueError(f"ResNet50: stem must be one of {tuple(STEMS)}, got {stem!r}.")
 
+    kernel, stride, padding = STEMS[stem]
     height, width = input_shape[:2]
     sizes = []
     for size in (height, width):
-        size = _conv_output_size(size + 6, 7, 2, "valid")
+        size = _conv_output_size(size + 2 * padding, kernel, stride, "valid")
         if stem_pool:
             size = _conv_output_size(size, 3, 2, "valid")
         for stride in STAGE_STRIDES[: len(filters)]:
@@ -103,6 +110,7 @@ def ResNet50(
     filters=STAGE_FILTERS,
     identity_blocks=STAGE_IDENTITY_BLOCKS,
     stem_pool=True,
+    stem="imagenet",
     pooling="avg_pool",
     seed=None,
     bn_momentum=0.99,
@@ -118,6 +126,9 @@ def ResNet50(
         identity_blocks: number of identity blocks per stage, after its
             convolutional block.
         stem_pool: keep the stem's 3x3 max-pool; turn it off for 32x32 images.
+        stem: the stem's convolution: ``"imagenet"`` (7x7, stride 2, as the course
+            teaches) or ``"small"`` (3x3, stride 1: a 32x32 image enters stage 2 at
+            32x32, at 4x the FLOPs). The layers keep their names.
         pooling: the head's pooling, ``"avg_pool"`` (a 2x2 AveragePooling2D and
             Flatten, as the course teaches) or ``"global"`` (global average
             pooling, for any input size).
@@ -131,12 +142,15 @@ def ResNet50(
     input_shape = tuple(input_shape)
     filters = tuple(tuple(stage) for stage in filters)
     identity_blocks = tuple(identity_blocks)
-    _check_model_arguments(input_shape, classes, filters, identity_blocks, pooling, stem_pool)
+    _check_model_arguments(input_shape, classes, filters, identity_blocks, pooling, stem_pool, stem)
+    stem_kernel, stem_stride, stem_padding = STEMS[stem]
     block_options = dict(seed=seed, bn_momentum=bn_momentum)
 
     X_input = keras.Input(shape=input_shape, name="input")
-    X = layers.ZeroPadding2D((3, 3), name="conv1_pad")(X_input)
-    X = layers.Conv2D(64, 7, strides=2, name="conv1", kernel_initializer=kernel_initializer_for("conv1", seed))(X)
+    X = layers.ZeroPadding2D(stem_padding, name="conv1_pad")(X_input)
+    X = layers.Conv2D(
+        64, stem_kernel, strides=stem_stride, name="conv1", kernel_initializer=kernel_initializer_for("conv1", seed)
+    )(X)
     X = layers.BatchNormalization(axis=CHANNEL_AXIS, momentum=bn_momentum, name="bn_conv1")(X)
     X = layers.ReLU(name="conv1_relu")(X)
     if stem_pool:
@@ -243,7 +257,7 @@ def load_keras_applications_weights(model: keras.Model, source) -> list[str]:
                 continue  # another number of classes: keep our classifier
             raise ValueError(
                 f"Layer {layer.name} has weights of shapes {ours} but keras.applications' "
-                f"{counterpart.name} has {theirs}; build our model with the default filters "
+                f"{counterpart.name} has {theirs}; build our model with the default filters and stem "
                 "(and 3 input channels for ImageNet weights)."
             )
         layer.set_weights(counterpart.get_weights())

@@ -117,6 +117,24 @@ def test_options_for_small_images(options, input_shape, stage5):
     assert ("pool1" in [layer.name for layer in model.layers]) == options.get("stem_pool", True)
 
 
+def test_small_stem_keeps_full_resolution_and_layer_names():
+    imagenet = ResNet50((32, 32, 3), 10, stem_pool=False, pooling="global")
+    small = ResNet50((32, 32, 3), 10, stem_pool=False, pooling="global", stem="small")
+    assert [layer.name for layer in small.layers] == [layer.name for layer in imagenet.layers]
+    conv1 = small.get_layer("conv1")
+    assert conv1.kernel_size == (3, 3) and conv1.strides == (1, 1)
+    assert small.get_layer("conv1_pad").output.shape[1:3] == (34, 34)
+    assert small.get_layer("res2a_relu").output.shape[1:3] == (32, 32)
+    assert small.get_layer("res5a_relu").output.shape[1:3] == (4, 4)
+    # Only conv1's kernel changes size: 3x3x3x64 instead of 7x7x3x64.
+    assert imagenet.count_params() - small.count_params() == (49 - 9) * 3 * 64
+
+
+def test_error_unknown_stem():
+    with pytest.raises(ValueError, match=r"stem must be one of \('imagenet', 'small'\), got 'cifar'"):
+        ResNet50((32, 32, 3), 10, stem="cifar")
+
+
 def test_identity_blocks_per_stage_and_dropout():
     model = ResNet50((64, 64, 3), 6, identity_blocks=(1, 1, 1, 1), dropout=0.2)
     names = {layer.name for layer in model.layers}

@@ -79,6 +79,11 @@ def test_small_images_keep_their_resolution():
     assert recipe("cifar10", "quick").stem_pool is False
     for dataset in ("cifar10", "fer2013"):
         assert recipe(dataset, "full").stem_pool is False and recipe(dataset, "full").width == 1.0
+    # Only the CIFAR-10 full profile pays 3.3x per epoch for the small stem.
+    assert recipe("cifar10", "full").stem == "small"
+    assert {recipe(d, p).stem for d in ("signs", "cifar10", "fer2013") for p in ("quick",)} == {"imagenet"}
+    resnet = training.build_model(recipe("cifar10", "full")).get_layer("ResNet50")
+    assert resnet.get_layer("res2a_relu").output.shape[1:3] == (32, 32)
 
 
 def test_overrides_and_none_overrides():
@@ -115,6 +120,8 @@ def test_invalid_recipe_fields():
         recipe("signs", optimizer="rmsprop")
     with pytest.raises(ValueError, match="epochs"):
         recipe("signs", epochs=0)
+    with pytest.raises(ValueError, match="Unknown stem 'cifar'; choose one of imagenet, small"):
+        recipe("cifar10", stem="cifar")
 
 
 def test_recipes_table():
