@@ -196,14 +196,14 @@ _RECIPES = {
         width=1.0, stem_pool=True, optimizer="adamw", learning_rate=1e-3, weight_decay=0.05,
         schedule="onecycle", warmup_epochs=3, label_smoothing=0.1, batch_size=32, epochs=60,
     ),
-    # CIFAR-10: 50k 32x32 images. Keep the resolution (no stem max-pool); the
-    # quick profile thins the network to fit half an hour of a 2-core CPU. The full
-    # profile also swaps the 7x7 stride-2 stem for the 3x3 stride-1 one of CIFAR
-    # ResNets: 32x32 into stage 2, at 3.3x the time per epoch (too slow for quick).
+    # CIFAR-10: 50k 32x32 images. Keep the resolution: no stem max-pool, and the 3x3
+    # stride-1 stem of CIFAR ResNets, so stage 2 sees all 32x32 positions. The quick
+    # profile pays for that with a quarter-width network (the FLOPs of a half-width one
+    # with the ImageNet stem, which reached 81.0% in 18 epochs against 82.1% in 14).
     ("cifar10", "quick"): dict(
-        width=0.5, identity_blocks=(1, 1, 1, 1), stem_pool=False, pooling="global",
+        width=0.25, identity_blocks=(1, 1, 1, 1), stem_pool=False, stem="small", pooling="global",
         optimizer="sgd", learning_rate=0.2, weight_decay=5e-4, momentum=0.9,
-        schedule="onecycle", warmup_epochs=2, label_smoothing=0.1, batch_size=256, epochs=18,
+        schedule="onecycle", warmup_epochs=2, label_smoothing=0.1, batch_size=256, epochs=14,
     ),
     ("cifar10", "full"): dict(
         width=1.0, stem_pool=False, stem="small", pooling="global", optimizer="sgd", learning_rate=0.1,

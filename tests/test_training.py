@@ -79,9 +79,9 @@ def test_small_images_keep_their_resolution():
     assert recipe("cifar10", "quick").stem_pool is False
     for dataset in ("cifar10", "fer2013"):
         assert recipe(dataset, "full").stem_pool is False and recipe(dataset, "full").width == 1.0
-    # Only the CIFAR-10 full profile pays 3.3x per epoch for the small stem.
-    assert recipe("cifar10", "full").stem == "small"
-    assert {recipe(d, p).stem for d in ("signs", "cifar10", "fer2013") for p in ("quick",)} == {"imagenet"}
+    # CIFAR-10 keeps all 32x32 positions into stage 2 (the small stem); the others keep ResNet-50's.
+    assert recipe("cifar10", "quick").stem == recipe("cifar10", "full").stem == "small"
+    assert {recipe(d, p).stem for d in ("signs", "fer2013") for p in ("quick", "full")} == {"imagenet"}
     resnet = training.build_model(recipe("cifar10", "full")).get_layer("ResNet50")
     assert resnet.get_layer("res2a_relu").output.shape[1:3] == (32, 32)
 
