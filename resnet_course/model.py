@@ -80,11 +80,11 @@ def _check_model_arguments(input_shape, classes, filters, identity_blocks, pooli
     if stem not in STEMS:
         raise ValueError(f"ResNet50: stem must be one of {tuple(STEMS)}, got {stem!r}.")
 
-    kernel, stride, padding = STEMS[stem]
+    stem_kernel, stem_stride, stem_padding = STEMS[stem]
     height, width = input_shape[:2]
     sizes = []
     for size in (height, width):
-        size = _conv_output_size(size + 2 * padding, kernel, stride, "valid")
+        size = _conv_output_size(size + 2 * stem_padding, stem_kernel, stem_stride, "valid")
         if stem_pool:
             size = _conv_output_size(size, 3, 2, "valid")
         for stride in STAGE_STRIDES[: len(filters)]:

@@ -130,6 +130,14 @@ def test_small_stem_keeps_full_resolution_and_layer_names():
     assert imagenet.count_params() - small.count_params() == (49 - 9) * 3 * 64
 
 
+def test_small_stem_size_check_uses_the_stem_stride_for_both_sides():
+    # 32 -> 32 (stem) -> 15 (max-pool) -> 15, 8, 4, 2: a 2x2 stage 5 suits the 2x2 avg_pool head.
+    model = ResNet50((32, 32, 3), 10, stem="small")
+    assert model.get_layer("res5c_relu").output.shape[1:3] == (2, 2)
+    with pytest.raises(ValueError, match=r"a 16x32 input leaves the last stage 1x2"):
+        ResNet50((16, 32, 3), 10, stem="small")
+
+
 def test_error_unknown_stem():
     with pytest.raises(ValueError, match=r"stem must be one of \('imagenet', 'small'\), got 'cifar'"):
         ResNet50((32, 32, 3), 10, stem="cifar")
