@@ -1,0 +1,154 @@
+"""What a student's call raised, captured as plain data.
+
+The same capture serves the check run in a notebook and the grading child process, which hands it
+back as JSON: the trusted grader words the message from this data alone. Only the standard library
+and Keras are imported here, so the child process needs nothing else of the grader.
+"""
+
+from __future__ import annotations
+
+import os
+import sysconfig
+import traceback
+from dataclasses import asdict, dataclass
+
+import keras
+
+#: the resnet_course package: frames in its files are the grader's or the reference's, not the student's
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_STDLIB_DIR = os.path.abspath(sysconfig.get_paths()["stdlib"])
+_LIBRARY_PARTS = ("site-packages", "dist-packages")
+#: the longest exception text kept (a student's exception can carry any amount of text)
+_MAX_TEXT = 4000
+
+
+def is_library_file(filename: str) -> bool:
+    if filename.startswith("<frozen"):
+        return True
+    path = os.path.abspath(filename)
+    if path.startswith(_PACKAGE_DIR + os.sep):
+        return True
+    parts = path.split(os.sep)
+    if any(part in _LIBRARY_PARTS for part in parts):
+        return True
+    return path.startswith(_STDLIB_DIR + os.sep)
+
+
+@dataclass(frozen=True)
+class StudentFrame:
+    """One frame of the student's own code in a traceback."""
+
+    filename: str
+    lineno: int
+    name: str
+    line: str
+
+
+@dataclass(frozen=True)
+class RaisedError:
+    """An exception raised by the student's code: its class names, text and the student's frames."""
+
+    type_name: str
+    #: the names of the exception's classes, most derived first (NameError for an UnboundLocalError too)
+    kinds: tuple
+    text: str
+    representation: str
+    frames: tuple = ()
+
+    @classmethod
+    def from_exception(cls, exc: BaseException) -> "RaisedError":
+        frames = tuple(
+            StudentFrame(frame.filename, frame.lineno or 0, frame.name, (frame.line or "").strip())
+            for frame in traceback.extract_tb(exc.__traceback__)
+            if not is_library_file(frame.filename)
+        )
+        return cls(
+            type_name=type(exc).__name__,
+            kinds=tuple(klass.__name__ for klass in type(exc).__mro__),
+            text=_safe_text(str, exc),
+            representation=_safe_text(repr, exc),
+            frames=frames,
+        )
+
+    def is_a(self, class_name: str) -> bool:
+        return class_name in self.kinds
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "RaisedError":
+        """Read back what a child process wrote; refuses anything but the expected fields and types."""
+        frames = tuple(
+            StudentFrame(str(f["filename"]), int(f["lineno"]), str(f["name"]), str(f["line"]))
+            for f in data.get("frames", ())[-20:]
+        )
+        return cls(
+            type_name=str(data["type_name"])[:200],
+            kinds=tuple(str(k)[:200] for k in data.get("kinds", ())[:50]),
+            text=str(data.get("text", ""))[:_MAX_TEXT],
+            representation=str(data.get("representation", ""))[:_MAX_TEXT],
+            frames=frames,
+        )
+
+
+def _safe_text(function, exc) -> str:
+    try:
+        return function(exc)[:_MAX_TEXT]
+    except Exception:  # noqa: BLE001 - an exception whose __str__ raises still gets reported
+        return f"<{type(exc).__name__}>"
+
+
+def failing_call_tensors(exc) -> list:
+    """The symbolic tensors passed to the library call that raised (e.g. the Add's inputs)."""
+    frames = [frame for frame, _ in traceback.walk_tb(exc.__traceback__)]
+    student = [k for k, frame in enumerate(frames) if not is_library_file(frame.f_code.co_filename)]
+    if not student or student[-1] + 1 >= len(frames):
+        return []
+    found, seen = [], set()
+
+    def collect(value, depth=0):
+        if isinstance(value, keras.KerasTensor):
+            if id(value) not in seen:
+                seen.add(id(value))
+                found.append(value)
+        elif isinstance(value, (list, tuple)) and depth < 2:
+            for item in value:
+                collect(item, depth + 1)
+
+    for value in frames[student[-1] + 1].f_locals.values():
+        collect(value)
+    return found
+
+
+def add_inputs_model(exc, X):
+    """``keras.Model(X, [a, b])`` of the two tensors a failing Add was given, or None.
+
+    One model with both outputs, so that the layers the two share stay shared when it is serialised.
+    """
+    try:
+        tensors = failing_call_tensors(exc)
+        if len(tensors) != 2:
+            return None
+        return keras.Model(X, tensors)
+    except Exception:  # noqa: BLE001 - the diagnosis is a bonus; the exception is reported anyway
+        return None
+
+
+def partial_model(exc):
+    """The student's model built so far, up to the first tensor of the call that raised, or None."""
+    try:
+        tensors = failing_call_tensors(exc)
+        if not tensors:
+            return None
+        tensor = tensors[0]
+        start = tensor
+        while True:
+            history = start._keras_history
+            node = history.operation._inbound_nodes[history.node_index]
+            if node.is_input:
+                break
+            start = node.input_tensors[0]
+        return keras.Model(start, tensor)
+    except Exception:  # noqa: BLE001 - the diagnosis is a bonus; the exception is reported anyway
+        return None
