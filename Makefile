@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 # (a few minutes on a laptop CPU; the data is downloaded on first use, or read from
 # $$RESNET_COURSE_DATA).
 quickstart: setup
-	$(BIN)/python -m resnet_course.model --grade-only
+	$(BIN)/resnet-course check
 	$(BIN)/resnet-course train --dataset signs --profile quick --out runs/signs-quick
 
 # The whole test suite: the package's tests and the solution notebooks under nbval

@@ -59,7 +59,7 @@ def throughput(dataset: str, profile: str, steps: int, batch_size=None, warmup: 
     previous = keras.mixed_precision.global_policy()
     try:
         keras.utils.set_random_seed(r.seed)
-        precision = training._apply_precision(r.precision)
+        precision = training.apply_precision(r.precision)
         model = training.build_model(r, shape, classes)
         steps_per_epoch = math.ceil(TRAIN_SIZES[dataset] / r.batch_size)
         model.compile(optimizer=training.make_optimizer(r, steps_per_epoch),

@@ -5,6 +5,7 @@
     resnet-course train --dataset signs --profile quick --out runs/signs
     resnet-course evaluate runs/signs/model.keras --dataset signs
     resnet-course predict runs/signs/model.keras hand.jpg
+    resnet-course check                       grade the reference ResNet-50 with the course's grader
 
 Each command is added by one ``_add_<command>_parser(subcommands)`` function that sets
 ``handler`` to a function taking the parsed arguments and returning an exit code. Errors
@@ -168,6 +169,28 @@ def _add_training_parsers(subcommands: argparse._SubParsersAction) -> None:
     predict.set_defaults(handler=_run_predict)
 
 
+def _run_check(args: argparse.Namespace) -> int:
+    from resnet_course.grading import check_resnet50
+    from resnet_course.model import ResNet50
+
+    # The grader raises (AssertionError with its diagnosis) when the reference is wrong; that is
+    # a bug in the course, not a user error, so its traceback is shown.
+    check_resnet50(ResNet50)
+    if args.summary:
+        ResNet50().summary(line_length=110)
+    return 0
+
+
+def _add_check_parser(subcommands: argparse._SubParsersAction) -> None:
+    check = subcommands.add_parser(
+        "check", help="grade the course's reference ResNet-50 with the course's grader",
+        description="Grade the reference ResNet-50 (resnet_course.model.ResNet50) with "
+        "check_resnet50, as a student's is graded; prints 'All tests passed.'.",
+    )
+    check.add_argument("--summary", action="store_true", help="also print the model's summary")
+    check.set_defaults(handler=_run_check)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="resnet-course",
@@ -176,6 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     subcommands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_data_parser(subcommands)
     _add_training_parsers(subcommands)
+    _add_check_parser(subcommands)
     return parser
 
 

@@ -268,20 +268,3 @@ def load_keras_applications_weights(model: keras.Model, source) -> list[str]:
         )
     return copied
 
-
-def main(argv=None) -> None:
-    """Grade the reference model with the course's grader and print its summary."""
-    import argparse
-
-    from resnet_course.grading import check_resnet50
-
-    parser = argparse.ArgumentParser(description=main.__doc__)
-    parser.add_argument("--grade-only", action="store_true", help="grade, without the summary")
-    args = parser.parse_args(argv)
-    check_resnet50(ResNet50)
-    if not args.grade_only:
-        ResNet50().summary(line_length=110)
-
-
-if __name__ == "__main__":
-    main()
