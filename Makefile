@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup quickstart test notebooks benchmark clean
+.PHONY: setup quickstart test test-fast notebooks benchmark clean
 
 setup: $(STAMP)
 
@@ -27,6 +27,11 @@ quickstart: setup
 # (RESNET_COURSE_PROFILE=ci makes the training notebooks run on a small subset).
 test: setup
 	RESNET_COURSE_PROFILE=ci $(BIN)/python -m pytest --nbval-lax tests solutions
+
+# The fast part, for a developer's edit-test loop (a few minutes): every test not marked slow
+# (slow: training runs, notebook runs, nbgrader round trips, sandboxed grading).
+test-fast: setup
+	$(BIN)/python -m pytest -m "not slow" tests
 
 # Regenerate the student release, notebooks/, from the sources in solutions/.
 notebooks: setup

@@ -168,6 +168,7 @@ def test_sections_and_configs():
 # --- one tiny end-to-end run -------------------------------------------------------------
 
 
+@pytest.mark.slow  # builds and times models
 def test_runner_end_to_end_on_tiny_models(tmp_path):
     results = runner.main(["--tiny", "--quick", "--only", "throughput,flops", "--out", str(tmp_path)])
     markdown = (tmp_path / "benchmark.md").read_text()

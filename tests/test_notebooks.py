@@ -27,6 +27,9 @@ from pathlib import Path
 import nbformat
 import pytest
 
+# nbgrader round trips and notebook runs: minutes.
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[1]
 
 _spec = importlib.util.spec_from_file_location("release_notebooks", ROOT / "scripts" / "release_notebooks.py")

@@ -176,6 +176,7 @@ def test_model_takes_raw_pixels_and_keeps_canonical_names():
 # --- training end to end -----------------------------------------------------------------
 
 
+@pytest.mark.slow  # trains a model
 def test_train_writes_every_output(trained):
     out, metrics = trained
     for name in OUTPUTS:
@@ -194,6 +195,7 @@ def test_train_writes_every_output(trained):
     assert metrics == written
 
 
+@pytest.mark.slow  # trains a model
 def test_same_seed_same_result(data_dir, trained, tmp_path):
     _, first = trained
     again = training.train("signs", "ci", tmp_path, data_dir=data_dir, verbose=0, seed=3, precision="float32",
@@ -202,6 +204,7 @@ def test_same_seed_same_result(data_dir, trained, tmp_path):
         assert again[key] == first[key], key
 
 
+@pytest.mark.slow  # trains a model
 def test_training_learns(data_dir, tmp_path):
     metrics = training.train("signs", "ci", tmp_path, data_dir=data_dir, verbose=0, epochs=6, batch_size=8,
                              augment=False, learning_rate=3e-3, precision="float32", **TINY)
@@ -209,6 +212,7 @@ def test_training_learns(data_dir, tmp_path):
     assert metrics["test_accuracy"] > 0.4  # chance: 1/6
 
 
+@pytest.mark.slow  # trains a model
 def test_environment_selects_ci_and_precision_policy_is_restored(data_dir, tmp_path, monkeypatch):
     monkeypatch.setenv(training.PROFILE_ENV, "ci")
     before = keras.mixed_precision.global_policy().name
@@ -219,12 +223,14 @@ def test_environment_selects_ci_and_precision_policy_is_restored(data_dir, tmp_p
     assert math.isfinite(metrics["test_loss"])
 
 
+@pytest.mark.slow  # trains a model
 def test_saved_model_loads_without_custom_objects(trained):
     out, _ = trained
     model = keras.saving.load_model(out / "model.keras", compile=False)
     assert model.input_shape == (None, 64, 64, 3)
 
 
+@pytest.mark.slow  # trains a model
 def test_evaluate(trained, data_dir):
     out, metrics = trained
     result = training.evaluate(out / "model.keras", "signs", data_dir=data_dir)
@@ -237,6 +243,7 @@ def test_evaluate(trained, data_dir):
         training.evaluate(out / "model.keras", "imagenet", data_dir=data_dir)
 
 
+@pytest.mark.slow  # trains a model
 def test_flip_test_time_augmentation(trained, data_dir, capsys):
     out, metrics = trained
     assert metrics["test_accuracy_flip_tta"] is None  # SIGNS: a mirrored hand is the other hand
@@ -260,6 +267,7 @@ def test_flip_test_time_augmentation(trained, data_dir, capsys):
     np.testing.assert_allclose(plain, model.predict(x.astype("float32"), verbose=0), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow  # trains a model
 def test_cli_evaluate_prints_accuracy(trained, data_dir, capsys):
     from resnet_course import cli
 
@@ -269,6 +277,7 @@ def test_cli_evaluate_prints_accuracy(trained, data_dir, capsys):
     assert f"test accuracy {metrics['test_accuracy']:.4f} on 24 images" in printed
 
 
+@pytest.mark.slow  # trains a model
 def test_predict_top3(trained, tmp_path):
     out, metrics = trained
     paths = []
@@ -286,6 +295,7 @@ def test_predict_top3(trained, tmp_path):
     assert len(training.predict(out / "model.keras", paths[0], top=10)[0]) == 6
 
 
+@pytest.mark.slow  # trains a model
 def test_predict_matches_the_model_on_the_same_pixels(trained, tmp_path):
     out, _ = trained
     rng = np.random.default_rng(0)
@@ -298,6 +308,7 @@ def test_predict_matches_the_model_on_the_same_pixels(trained, tmp_path):
     assert prob == pytest.approx(float(expected.max()), rel=1e-5)
 
 
+@pytest.mark.slow  # trains a model
 def test_predict_clear_errors(trained, tmp_path):
     out, _ = trained
     with pytest.raises(FileNotFoundError, match="No image file"):
@@ -310,6 +321,7 @@ def test_predict_clear_errors(trained, tmp_path):
         training.predict(tmp_path / "missing.keras", [bad])
 
 
+@pytest.mark.slow  # trains a model
 def test_greyscale_model_converts_colour_images(data_dir, tmp_path):
     r = recipe("fer2013", "ci", **TINY)
     model = training.build_model(r)
