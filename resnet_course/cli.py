@@ -20,6 +20,7 @@ import time
 from typing import Sequence
 
 from resnet_course.datasets import DATASET_NAMES, DatasetError
+from resnet_course.grading.command import add_grade_parser
 
 # Exceptions whose message is the whole story for the user: no traceback. The training
 # functions raise ValueError and FileNotFoundError for bad arguments, missing models and images.
@@ -200,6 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_parser(subcommands)
     _add_training_parsers(subcommands)
     _add_check_parser(subcommands)
+    add_grade_parser(subcommands)
     return parser
 
 
