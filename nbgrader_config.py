@@ -2,6 +2,7 @@
 
     solutions/<assignment>/<notebook>.ipynb    the instructors' source (with solutions and hidden tests)
     notebooks/<assignment>/<notebook>.ipynb    the student release (`python scripts/release_notebooks.py`)
+    release/<assignment>/                      nbgrader's own release folder (not in git; see below)
     submitted/<student>/<assignment>/          students' submissions (not in git)
     autograded/, feedback/, gradebook.db       made by autograde and generate_feedback (not in git)
 
@@ -19,7 +20,12 @@ ROOT = os.path.dirname(os.path.abspath(__file__))
 c.CourseDirectory.root = ROOT
 c.CourseDirectory.course_id = "resnet-course"
 c.CourseDirectory.source_directory = "solutions"
-c.CourseDirectory.release_directory = "notebooks"
+# nbgrader's commands write their release here, never into the committed notebooks/: a
+# `generate_assignment --force` deletes the release folder before it writes, so a run that
+# fails half-way (alembic missing from PATH, a broken source) would lose the committed
+# notebook. scripts/release_notebooks.py regenerates notebooks/ into a temporary folder and
+# moves it into place only on success.
+c.CourseDirectory.release_directory = "release"
 c.CourseDirectory.submitted_directory = "submitted"
 c.CourseDirectory.autograded_directory = "autograded"
 c.CourseDirectory.feedback_directory = "feedback"

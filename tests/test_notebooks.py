@@ -197,7 +197,7 @@ def _replace(text: str, old: str, new: str) -> str:
 
 def _submission(course: Path, assignment: str, *, solved: bool, edit=None):
     """The released notebook, with the solutions filled in when ``solved``, then ``edit(cells)``."""
-    nb = nbformat.read(notebook_of(course / "notebooks" / assignment), as_version=4)
+    nb = nbformat.read(notebook_of(course / "release" / assignment), as_version=4)
     if solved:
         source = nbformat.read(notebook_of(course / "solutions" / assignment), as_version=4)
         solutions = {_grade_id(c): c.source for c in source.cells if c.metadata.get("nbgrader", {}).get("solution")}
@@ -274,7 +274,7 @@ def course(tmp_path_factory) -> Path:
             folder = root / "submitted" / student / assignment
             folder.mkdir(parents=True)
             nb = _submission(root, assignment, solved=solved, edit=edit)
-            nbformat.write(nb, folder / notebook_of(root / "notebooks" / assignment).name)
+            nbformat.write(nb, folder / notebook_of(root / "release" / assignment).name)
             (folder / "timestamp.txt").write_text("2025-01-15 12:00:00.000000 UTC")
 
     # 01-03 with a short cell timeout (Dave's loop), the training notebooks with a long one.
@@ -299,7 +299,7 @@ def _feedback(course: Path, student: str, assignment: str) -> str:
 
 def test_release_in_the_course_folder(course):
     for name in GRADED:
-        released = course / "notebooks" / name / notebook_of(ROOT / "notebooks" / name).name
+        released = course / "release" / name / notebook_of(ROOT / "notebooks" / name).name
         assert released.read_bytes() == notebook_of(ROOT / "notebooks" / name).read_bytes()
 
 
@@ -360,7 +360,7 @@ def test_infinite_loop_times_out_and_the_run_goes_on(course):
 
 def test_edited_test_cell_is_restored_and_graded(course):
     nb = _autograded(course, "eve", "01-identity-block")
-    released = nbformat.read(notebook_of(course / "notebooks" / "01-identity-block"), as_version=4)
+    released = nbformat.read(notebook_of(course / "release" / "01-identity-block"), as_version=4)
     original = next(c for c in released.cells if _grade_id(c) == "test_identity_block").source
     cell = next(c for c in nb.cells if _grade_id(c) == "test_identity_block")
     assert cell.source == original != 'print("All tests passed.")'
@@ -377,3 +377,25 @@ def test_feedback_for_every_submission(course):
             html = _feedback(course, student, assignment)
             assert html.lstrip().lower().startswith("<!doctype html") or "<html" in html[:500].lower()
 
+
+
+def test_nbgrader_commands_never_touch_the_committed_release(tmp_path):
+    """`nbgrader generate_assignment --force` empties its release folder first; run without the venv
+    on PATH it then fails (alembic is not found). The committed notebooks/ must survive both that
+    and a successful run: nbgrader's release folder is release/, never notebooks/."""
+    name = "01-identity-block"
+    shutil.copy(ROOT / "nbgrader_config.py", tmp_path / "nbgrader_config.py")
+    for folder in ("solutions", "notebooks"):
+        shutil.copytree(ROOT / folder / name, tmp_path / folder / name)
+    committed = notebook_of(tmp_path / "notebooks" / name)
+    before = committed.read_bytes()
+
+    without_venv = _ci_env()
+    without_venv["PATH"] = "/usr/bin:/bin"
+    failed = subprocess.run([sys.executable, "-m", "nbgrader", "generate_assignment", name, "--force"],
+                            cwd=tmp_path, env=without_venv, capture_output=True, text=True)
+    assert committed.read_bytes() == before, failed.stdout + failed.stderr
+
+    run_nbgrader("generate_assignment", name, "--force", cwd=tmp_path)
+    assert committed.read_bytes() == before
+    assert notebook_of(tmp_path / "release" / name).read_bytes() == before
