@@ -93,46 +93,54 @@ def check_preprocess(preprocess, cases: Sequence[PreprocessCase] = PREPROCESS_CA
     total = len(cases)
     for index, case in enumerate(cases, 1):
         x, y = case.make()
-        x_before, y_before = x.copy(), y.copy()
         result = _call("preprocess", index, total, case, preprocess, x, y, case.classes)
-
-        def fail(message):
-            return _fail("preprocess", index, total, case, message)
-
-        if not (isinstance(result, tuple) and len(result) == 2):
-            raise fail(f"it returned {type(result).__name__}, expected a pair (x, y): `return x, y`.")
-        x_out, y_out = (np.asarray(a) for a in result)
-        if not (np.array_equal(x, x_before) and np.array_equal(y, y_before)):
-            raise fail("it changed its arguments in place; compute new arrays instead.")
-        # the images
-        if x_out.shape != x.shape:
-            raise fail(f"x has shape {x_out.shape}, expected {x.shape}: keep the images' shape.")
-        if x_out.dtype != np.float32:
-            raise fail(f"x has dtype {x_out.dtype}, expected float32: `x.astype('float32') / 255` "
-                       "(float64 doubles the memory and Keras computes in float32 anyway).")
-        if x_out.min() < 0 or x_out.max() > 1:
-            raise fail(f"x has values from {x_out.min():g} to {x_out.max():g}, expected [0, 1]: divide by 255.")
-        if not np.allclose(x_out, x.astype(np.float32) / 255, atol=1e-6):
-            hint = ("divide by 255, the largest possible pixel, not by this batch's largest pixel"
-                    if np.allclose(x_out, x / max(1, x.max()), atol=1e-6) else "expected x / 255")
-            raise fail(f"x isn't the pixels divided by 255: {hint}.")
-        # the labels
-        if y_out.shape != (case.n, case.classes):
-            hint = (f" (the labels use only {case.present} of the {case.classes} classes: size the one-hot "
-                    "vectors with `classes`, not with the largest label)" if case.present else "")
-            raise fail(f"y has shape {y_out.shape}, expected ({case.n}, {case.classes}): one row per image, "
-                       f"one column per class{hint}.")
-        if y_out.dtype != np.float32:
-            raise fail(f"y has dtype {y_out.dtype}, expected float32 (the loss compares it with the "
-                       "model's float32 probabilities).")
-        if not np.array_equal(y_out, np.eye(case.classes, dtype=np.float32)[y]):
-            if np.array_equal(np.sort(y_out, axis=1), np.sort(np.eye(case.classes)[y], axis=1)):
-                raise fail("every row of y is one-hot, but not always at the label's index: "
-                           f"y[i, y_label[i]] must be 1 (argmax gives {y_out.argmax(1)[:6]}..., "
-                           f"the labels are {y[:6]}...).")
-            raise fail("y isn't one-hot: each row must be all zeros but a 1 at the label's index "
-                       "(`np.eye(classes, dtype='float32')[y]`).")
+        pair = isinstance(result, tuple) and len(result) == 2
+        x_out, y_out = (np.asarray(a) for a in result) if pair else (None, None)
+        judge_preprocess(index, total, case, None if pair else type(result).__name__, x_out, y_out, x, y)
     print(PASSED)
+
+
+def judge_preprocess(index, total, case, returned_type, x_out, y_out, x_after, y_after) -> None:
+    """Judge one call of ``preprocess`` on ``case.make()``: ``returned_type`` names what it returned
+    unless it was a pair, ``x_out, y_out`` the pair as arrays, ``x_after, y_after`` its arguments after
+    the call. Raises AssertionError with the message."""
+    x, y = case.make()
+
+    def fail(message):
+        return _fail("preprocess", index, total, case, message)
+
+    if returned_type is not None:
+        raise fail(f"it returned {returned_type}, expected a pair (x, y): `return x, y`.")
+    if not (np.array_equal(x, x_after) and np.array_equal(y, y_after)):
+        raise fail("it changed its arguments in place; compute new arrays instead.")
+    # the images
+    if x_out.shape != x.shape:
+        raise fail(f"x has shape {x_out.shape}, expected {x.shape}: keep the images' shape.")
+    if x_out.dtype != np.float32:
+        raise fail(f"x has dtype {x_out.dtype}, expected float32: `x.astype('float32') / 255` "
+                   "(float64 doubles the memory and Keras computes in float32 anyway).")
+    if x_out.min() < 0 or x_out.max() > 1:
+        raise fail(f"x has values from {x_out.min():g} to {x_out.max():g}, expected [0, 1]: divide by 255.")
+    if not np.allclose(x_out, x.astype(np.float32) / 255, atol=1e-6):
+        hint = ("divide by 255, the largest possible pixel, not by this batch's largest pixel"
+                if np.allclose(x_out, x / max(1, x.max()), atol=1e-6) else "expected x / 255")
+        raise fail(f"x isn't the pixels divided by 255: {hint}.")
+    # the labels
+    if y_out.shape != (case.n, case.classes):
+        hint = (f" (the labels use only {case.present} of the {case.classes} classes: size the one-hot "
+                "vectors with `classes`, not with the largest label)" if case.present else "")
+        raise fail(f"y has shape {y_out.shape}, expected ({case.n}, {case.classes}): one row per image, "
+                   f"one column per class{hint}.")
+    if y_out.dtype != np.float32:
+        raise fail(f"y has dtype {y_out.dtype}, expected float32 (the loss compares it with the "
+                   "model's float32 probabilities).")
+    if not np.array_equal(y_out, np.eye(case.classes, dtype=np.float32)[y]):
+        if np.array_equal(np.sort(y_out, axis=1), np.sort(np.eye(case.classes)[y], axis=1)):
+            raise fail("every row of y is one-hot, but not always at the label's index: "
+                       f"y[i, y_label[i]] must be 1 (argmax gives {y_out.argmax(1)[:6]}..., "
+                       f"the labels are {y[:6]}...).")
+        raise fail("y isn't one-hot: each row must be all zeros but a 1 at the label's index "
+                   "(`np.eye(classes, dtype='float32')[y]`).")
 
 
 # --- 05: ResNet-50 for small images -------------------------------------------------------------
@@ -168,51 +176,62 @@ def check_small_image_resnet(small_image_resnet, cases: Sequence[SmallImageCase]
     """``small_image_resnet(input_shape, classes)`` must be the full ResNet-50 with the options for small
     images: no stem max-pool, global average pooling, batch-norm momentum 0.9."""
     import keras
-    from keras import layers
 
     total = len(cases)
     for index, case in enumerate(cases, 1):
-        def fail(message):
-            return _fail("small_image_resnet", index, total, case, message)
-
         model = _call("small_image_resnet", index, total, case, small_image_resnet, case.input_shape, case.classes)
         if not isinstance(model, keras.Model):
-            raise fail(f"it returned {type(model).__name__}, expected a keras.Model (what ResNet50 returns).")
-        reference = small_image_reference(case.input_shape, case.classes)
-        if tuple(model.input_shape) != (None, *case.input_shape):
-            raise fail(f"the model takes {tuple(model.input_shape)}, expected {(None, *case.input_shape)}: "
-                       "pass input_shape on.")
-        if tuple(model.output_shape) != (None, case.classes):
-            raise fail(f"the model outputs {tuple(model.output_shape)}, expected {(None, case.classes)}: "
-                       "pass classes on.")
-        names = {layer.name for layer in model.layers}
-        if "pool1" in names:
-            size = _last_stage_size(model)
-            raise fail(f"the stem still has its max-pool (layer pool1), so stage 5 sees only {size[0]}x{size[1]} "
-                       "positions: pass stem_pool=False.")
-        if model.count_params() != reference.count_params():
-            raise fail(f"{model.count_params():,} parameters, expected {reference.count_params():,} (the full "
-                       "ResNet-50): keep the default filters and identity_blocks, change only the options "
-                       "the exercise names.")
-        head = model.get_layer("avg_pool") if "avg_pool" in names else None
-        if head is None or not isinstance(head, layers.GlobalAveragePooling2D):
-            raise fail(f"the head pools with {type(head).__name__}: pass pooling='global' (global average "
-                       "pooling averages all of stage 5's positions, whatever the input size).")
-        if sorted(names) != sorted(layer.name for layer in reference.layers):
-            raise fail("its layers aren't those of the reference: missing "
-                       f"{sorted(set(l.name for l in reference.layers) - names)[:5]}, extra "
-                       f"{sorted(names - set(l.name for l in reference.layers))[:5]}.")
-        if _last_stage_size(model) != _last_stage_size(reference):
-            raise fail(f"stage 5 is {_last_stage_size(model)}, expected {_last_stage_size(reference)}.")
-        momenta = sorted({round(float(l.momentum), 6) for l in model.layers
-                          if isinstance(l, layers.BatchNormalization)})
-        if momenta != [0.9]:
-            raise fail(f"the batch norms' momentum is {momenta}, expected 0.9: pass bn_momentum=0.9 (with "
-                       "Keras' 0.99 the moving statistics lag behind the weights in a short run).")
-        probabilities = np.asarray(model(np.zeros((2, *case.input_shape), "float32"), training=False))
-        if not np.allclose(probabilities.sum(axis=1), 1, atol=1e-3):
-            raise fail("the outputs don't sum to 1: keep the softmax classifier.")
+            judge_small_image_resnet(index, total, case, type(model).__name__, None)
+        judge_small_image_resnet(index, total, case, None, model)
     print(PASSED)
+
+
+def judge_small_image_resnet(index, total, case, returned_type, model) -> None:
+    """Judge the model ``small_image_resnet`` returned for ``case`` (``returned_type``: the type of a
+    returned value that isn't a keras.Model). Raises AssertionError with the message."""
+    import keras
+    from keras import layers
+
+    def fail(message):
+        return _fail("small_image_resnet", index, total, case, message)
+
+    if returned_type is not None:
+        raise fail(f"it returned {returned_type}, expected a keras.Model (what ResNet50 returns).")
+    reference = small_image_reference(case.input_shape, case.classes)
+    if tuple(model.input_shape) != (None, *case.input_shape):
+        raise fail(f"the model takes {tuple(model.input_shape)}, expected {(None, *case.input_shape)}: "
+                   "pass input_shape on.")
+    if tuple(model.output_shape) != (None, case.classes):
+        raise fail(f"the model outputs {tuple(model.output_shape)}, expected {(None, case.classes)}: "
+                   "pass classes on.")
+    names = {layer.name for layer in model.layers}
+    if "pool1" in names:
+        size = _last_stage_size(model)
+        raise fail(f"the stem still has its max-pool (layer pool1), so stage 5 sees only {size[0]}x{size[1]} "
+                   "positions: pass stem_pool=False.")
+    if model.count_params() != reference.count_params():
+        raise fail(f"{model.count_params():,} parameters, expected {reference.count_params():,} (the full "
+                   "ResNet-50): keep the default filters and identity_blocks, change only the options "
+                   "the exercise names.")
+    head = model.get_layer("avg_pool") if "avg_pool" in names else None
+    if head is None or not isinstance(head, layers.GlobalAveragePooling2D):
+        raise fail(f"the head pools with {type(head).__name__}: pass pooling='global' (global average "
+                   "pooling averages all of stage 5's positions, whatever the input size).")
+    if sorted(names) != sorted(layer.name for layer in reference.layers):
+        raise fail("its layers aren't those of the reference: missing "
+                   f"{sorted(set(l.name for l in reference.layers) - names)[:5]}, extra "
+                   f"{sorted(names - set(l.name for l in reference.layers))[:5]}.")
+    if _last_stage_size(model) != _last_stage_size(reference):
+        raise fail(f"stage 5 is {_last_stage_size(model)}, expected {_last_stage_size(reference)}.")
+    momenta = sorted({round(float(l.momentum), 6) for l in model.layers
+                      if isinstance(l, layers.BatchNormalization)})
+    if momenta != [0.9]:
+        raise fail(f"the batch norms' momentum is {momenta}, expected 0.9: pass bn_momentum=0.9 (with "
+                   "Keras' 0.99 the moving statistics lag behind the weights in a short run).")
+    # convert_to_numpy, not np.asarray: on PyTorch the output is a tensor numpy can't read directly
+    probabilities = keras.ops.convert_to_numpy(model(np.zeros((2, *case.input_shape), "float32"), training=False))
+    if not np.allclose(probabilities.sum(axis=1), 1, atol=1e-3):
+        raise fail("the outputs don't sum to 1: keep the softmax classifier.")
 
 
 # --- 06: the confusion matrix -----------------------------------------------------------------
@@ -250,34 +269,39 @@ CONFUSION_CASES = (
 
 def check_confusion_matrix(confusion_matrix, cases: Sequence[ConfusionCase] = CONFUSION_CASES) -> None:
     """``confusion_matrix(y_true, y_pred, num_classes)``: counts C[i, j] of true class i predicted as j."""
-    from resnet_course.plots import confusion_matrix as reference
-
     total = len(cases)
     for index, case in enumerate(cases, 1):
-        def fail(message):
-            return _fail("confusion_matrix", index, total, case, message)
-
         y_true, y_pred = case.make()
-        expected = reference(y_true, y_pred, case.classes)
         result = _call("confusion_matrix", index, total, case, confusion_matrix, y_true, y_pred, case.classes)
-        if result is None:
-            raise fail("it returned None: return the matrix.")
-        result = np.asarray(result)
-        if result.shape != expected.shape:
-            hint = (" (the labels don't use every class: size it with num_classes, not with the largest label)"
-                    if case.present else "")
-            raise fail(f"the matrix has shape {result.shape}, expected {expected.shape}{hint}.")
-        if not np.issubdtype(result.dtype, np.number) or not np.array_equal(result, expected):
-            if np.array_equal(result, expected.T):
-                raise fail("rows and columns are swapped: C[i, j] counts examples of TRUE class i "
-                           "PREDICTED as class j.")
-            if result.sum() != expected.sum():
-                raise fail(f"its entries add up to {result.sum()}, expected {expected.sum()}, one count per "
-                           "example.")
-            raise fail(f"wrong counts:\n{result}\nexpected\n{expected}")
-        if not np.issubdtype(result.dtype, np.integer):
-            raise fail(f"the matrix has dtype {result.dtype}: counts are integers (e.g. dtype=int).")
+        judge_confusion_matrix(index, total, case, None if result is None else np.asarray(result))
     print(PASSED)
+
+
+def judge_confusion_matrix(index, total, case, result) -> None:
+    """Judge the matrix ``confusion_matrix`` returned for ``case`` (None: it returned None)."""
+    from resnet_course.plots import confusion_matrix as reference
+
+    def fail(message):
+        return _fail("confusion_matrix", index, total, case, message)
+
+    y_true, y_pred = case.make()
+    expected = reference(y_true, y_pred, case.classes)
+    if result is None:
+        raise fail("it returned None: return the matrix.")
+    if result.shape != expected.shape:
+        hint = (" (the labels don't use every class: size it with num_classes, not with the largest label)"
+                if case.present else "")
+        raise fail(f"the matrix has shape {result.shape}, expected {expected.shape}{hint}.")
+    if not np.issubdtype(result.dtype, np.number) or not np.array_equal(result, expected):
+        if np.array_equal(result, expected.T):
+            raise fail("rows and columns are swapped: C[i, j] counts examples of TRUE class i "
+                       "PREDICTED as class j.")
+        if result.sum() != expected.sum():
+            raise fail(f"its entries add up to {result.sum()}, expected {expected.sum()}, one count per "
+                       "example.")
+        raise fail(f"wrong counts:\n{result}\nexpected\n{expected}")
+    if not np.issubdtype(result.dtype, np.integer):
+        raise fail(f"the matrix has dtype {result.dtype}: counts are integers (e.g. dtype=int).")
 
 
 def most_confused_pair_reference(cm, class_names):
@@ -302,20 +326,29 @@ def check_most_confused_pair(most_confused_pair, cases=MOST_CONFUSED_CASES) -> N
     for index, (cm, names) in enumerate(cases, 1):
         matrix = np.asarray(cm)
         case = f"{len(names)} classes {', '.join(names)}"
-
-        def fail(message):
-            return _fail("most_confused_pair", index, total, case, message)
-
-        before = matrix.copy()
         result = _call("most_confused_pair", index, total, case, most_confused_pair, matrix, list(names))
-        if not np.array_equal(matrix, before):
-            raise fail("it changed the matrix in place (np.fill_diagonal on cm itself?): work on a copy, cm.copy().")
-        expected = most_confused_pair_reference(cm, names)
-        if not (isinstance(result, tuple) and len(result) == 2):
-            raise fail(f"it returned {result!r}, expected a pair of class names like {expected!r}.")
-        result = tuple(str(r) for r in result)
-        if result == expected:
-            continue
+        pair = tuple(str(r) for r in result) if isinstance(result, tuple) and len(result) == 2 else None
+        judge_most_confused_pair(index, total, cm, names, matrix, pair, repr(result))
+    print(PASSED)
+
+
+def judge_most_confused_pair(index, total, cm, names, matrix_after, pair, returned) -> None:
+    """Judge what ``most_confused_pair(cm, names)`` gave: ``pair`` the two names as strings, or None
+    when it didn't return a pair (``returned``: the repr of what it returned); ``matrix_after``: the
+    matrix after the call."""
+    matrix = np.asarray(cm)
+    case = f"{len(names)} classes {', '.join(names)}"
+
+    def fail(message):
+        return _fail("most_confused_pair", index, total, case, message)
+
+    if not np.array_equal(matrix, matrix_after):
+        raise fail("it changed the matrix in place (np.fill_diagonal on cm itself?): work on a copy, cm.copy().")
+    expected = most_confused_pair_reference(cm, names)
+    if pair is None:
+        raise fail(f"it returned {returned}, expected a pair of class names like {expected!r}.")
+    result = pair
+    if result != expected:
         i, j = np.unravel_index(np.argmax(matrix), matrix.shape)
         if i == j and result == (str(names[i]), str(names[j])):
             raise fail(f"it returned {result!r}, a diagonal entry (the right answers for {names[i]}): "
@@ -324,4 +357,3 @@ def check_most_confused_pair(most_confused_pair, cases=MOST_CONFUSED_CASES) -> N
             raise fail(f"it returned {result!r}, the right classes in the wrong order: rows are the true "
                        f"classes, so the answer is {expected!r}.")
         raise fail(f"it returned {result!r}, expected {expected!r}, the largest count off the diagonal.")
-    print(PASSED)

@@ -36,7 +36,7 @@ TensorFlow, JAX and PyTorch backends.
 
 The modules: ``cases`` (the calls checked, and the hidden ones drawn at grade time), ``graph``
 (reading a model's layers in data-flow order), ``messages`` (wording), ``comparison`` and
-``diagnosis`` (finding and explaining the first difference), ``raised`` and ``exception_messages``
+``diagnosis`` (finding and explaining the first difference), ``calls`` and ``exception_messages``
 (exceptions from the student's code), ``checks`` (the checks). Trusted grading, where student code
 runs in another process: ``assignments``, ``program``, ``collect`` (the child's side), ``handback``
 and ``allowlist`` (reading what the child wrote), ``verdict``.

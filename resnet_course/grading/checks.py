@@ -8,12 +8,11 @@ and handed back as data (``collect`` and ``verdict``), so both give the same mes
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import keras
 
 from resnet_course import blocks as _blocks
 from resnet_course import model as _model
+from resnet_course.grading.calls import CallOutcome, call_block, call_resnet50
 from resnet_course.grading.cases import (
     CONVOLUTIONAL_BLOCK_CASES,
     IDENTITY_BLOCK_CASES,
@@ -27,7 +26,6 @@ from resnet_course.grading.exception_messages import (
     student_exception,
 )
 from resnet_course.grading.messages import Context, Failure, shape_text
-from resnet_course.grading.raised import RaisedError, add_inputs_model, partial_model
 
 PASSED = "All tests passed."
 
@@ -36,24 +34,6 @@ BLOCK_REFERENCES = {
     "identity_block": _blocks.identity_block,
     "convolutional_block": _blocks.convolutional_block,
 }
-
-
-@dataclass
-class CallOutcome:
-    """What one call of the student's function gave; ``name`` is the function's own name.
-
-    Exactly one of the other fields is set: ``raised`` (with ``diagnosis_model``, the part of the
-    model built before the failing call, when there is one), ``returned_type`` (the type of a
-    returned value that isn't usable), ``model_error`` (``(type, text)`` of the exception
-    ``keras.Model(X, output)`` raised on a block's output) or ``model``.
-    """
-
-    name: str
-    raised: RaisedError | None = None
-    diagnosis_model: object = None
-    returned_type: str | None = None
-    model_error: tuple | None = None
-    model: object = None
 
 
 # --- the public checks ------------------------------------------------------
@@ -95,39 +75,6 @@ def _check_block(fn, fn_name, cases) -> None:
         reference = reference_block(fn_name, case)
         judge_block(fn_name, number, len(cases), case, call_block(fn, fn_name, case), reference)
     print(PASSED)
-
-
-# --- calling the student's function -----------------------------------------
-
-
-def call_block(fn, fn_name, case) -> CallOutcome:
-    """Call a block on ``keras.Input(shape=case.input_shape)`` and capture what it gave."""
-    name = getattr(fn, "__name__", fn_name)
-    extra = () if case.s is None else (case.s,)
-    X = keras.Input(shape=tuple(case.input_shape), name="X")
-    try:
-        output = fn(X, case.f, list(case.filters), case.stage, case.block, *extra)
-    except Exception as exc:  # noqa: BLE001 - any error of the student's is reported
-        return CallOutcome(name, raised=RaisedError.from_exception(exc), diagnosis_model=add_inputs_model(exc, X))
-    if output is None or not keras.backend.is_keras_tensor(output):
-        return CallOutcome(name, returned_type=type(output).__name__)
-    try:
-        student = keras.Model(X, output, name="student")
-    except Exception as exc:  # noqa: BLE001
-        return CallOutcome(name, model_error=(type(exc).__name__, str(exc)))
-    return CallOutcome(name, model=student)
-
-
-def call_resnet50(fn, case) -> CallOutcome:
-    """Call ``fn(input_shape=..., classes=...)`` and capture what it gave."""
-    name = getattr(fn, "__name__", "ResNet50")
-    try:
-        student = fn(input_shape=tuple(case.input_shape), classes=case.classes)
-    except Exception as exc:  # noqa: BLE001 - any error of the student's is reported
-        return CallOutcome(name, raised=RaisedError.from_exception(exc), diagnosis_model=partial_model(exc))
-    if not isinstance(student, keras.Model) or not getattr(student, "outputs", None):
-        return CallOutcome(name, returned_type=type(student).__name__)
-    return CallOutcome(name, model=student)
 
 
 # --- the references -----------------------------------------------------------
@@ -243,3 +190,30 @@ def _compare_or_fail(ctx) -> None:
         compare_graphs(ctx)
     except Failure as failure:
         raise AssertionError(str(failure)) from None
+
+
+def judge_default_resnet50(outcome: CallOutcome, reference) -> None:
+    """``ResNet50()`` with its defaults: the parameter count, the stages' output shapes and the head."""
+    from resnet_course.diagrams import stage_outputs
+
+    what = f"{outcome.name}()"
+    if outcome.raised is not None:
+        raise AssertionError(f"{what} raised {outcome.raised.type_name}: {outcome.raised.text}")
+    if outcome.model is None:
+        raise AssertionError(f"{what} returned {outcome.returned_type}, expected a keras.Model.")
+    model = outcome.model
+    expected, found = reference.count_params(), model.count_params()
+    if expected != found:
+        raise AssertionError(f"{found:,} parameters, expected {expected:,}")
+
+    def stages(m):
+        try:
+            return stage_outputs(m)
+        except Exception as error:  # noqa: BLE001 - a model without the course's layer names
+            return f"unreadable ({error})"
+
+    if stages(model) != stages(reference):
+        raise AssertionError(f"stage outputs {stages(model)}, expected {stages(reference)}")
+    head, expected_head = [layer.name for layer in model.layers[-3:]], [layer.name for layer in reference.layers[-3:]]
+    if head != expected_head:
+        raise AssertionError(f"the last three layers are {head}, expected {', '.join(expected_head)}")

@@ -10,7 +10,7 @@ import keras
 from resnet_course.grading.comparison import compare_layers
 from resnet_course.grading.graph import Graph
 from resnet_course.grading.messages import Context, Failure, named
-from resnet_course.grading.raised import RaisedError
+from resnet_course.grading.calls import RaisedError
 
 
 def _short_message(error: RaisedError, max_lines=8) -> str:
@@ -44,7 +44,7 @@ def student_exception(fn_name, number, count, case, error: RaisedError, *, mode,
 
 def diagnose_model_failure(fn_name, case, reference, partial):
     """Why the student's ResNet50 raised: the first difference of ``partial``, the model built so far
-    (``raised.partial_model``), or None."""
+    (``calls.partial_model``), or None."""
     if partial is None:
         return None
     try:
@@ -60,7 +60,7 @@ def diagnose_model_failure(fn_name, case, reference, partial):
 def diagnose_add_failure(fn_name, case, reference, add_inputs):
     """Why the student's Add failed, found by comparing each of its inputs' paths with the reference's.
 
-    ``add_inputs`` is ``keras.Model(X, [a, b])`` of the Add's two inputs (``raised.add_inputs_model``).
+    ``add_inputs`` is ``keras.Model(X, [a, b])`` of the Add's two inputs (``calls.add_inputs_model``).
     Returns the first difference (a Failure) or None.
     """
     if add_inputs is None or len(add_inputs.outputs) != 2:

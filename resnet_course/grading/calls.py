@@ -1,8 +1,8 @@
-"""What a student's call raised, captured as plain data.
+"""Calling a student's function on one case and capturing what it gave, as plain data.
 
 The same capture serves the check run in a notebook and the grading child process, which hands it
-back as JSON: the trusted grader words the message from this data alone. Only the standard library
-and Keras are imported here, so the child process needs nothing else of the grader.
+back as JSON and model configs: the trusted grader words the message from this data alone. Only the
+standard library and Keras are imported here, so the child process needs nothing else of the grader.
 """
 
 from __future__ import annotations
@@ -152,3 +152,71 @@ def partial_model(exc):
         return keras.Model(start, tensor)
     except Exception:  # noqa: BLE001 - the diagnosis is a bonus; the exception is reported anyway
         return None
+
+
+@dataclass
+class CallOutcome:
+    """What one call of the student's function gave; ``name`` is the function's own name.
+
+    Exactly one of the other fields is set: ``raised`` (with ``diagnosis_model``, the part of the
+    model built before the failing call, when there is one), ``returned_type`` (the type of a
+    returned value that isn't usable), ``model_error`` (``(type, text)`` of the exception
+    ``keras.Model(X, output)`` raised on a block's output) or ``model``.
+    """
+
+    name: str
+    raised: RaisedError | None = None
+    diagnosis_model: object = None
+    returned_type: str | None = None
+    model_error: tuple | None = None
+    model: object = None
+
+
+# --- calling the student's function -----------------------------------------
+
+
+def call_block(fn, fn_name, case) -> CallOutcome:
+    """Call a block on ``keras.Input(shape=case.input_shape)`` and capture what it gave."""
+    name = getattr(fn, "__name__", fn_name)
+    extra = () if case.s is None else (case.s,)
+    X = keras.Input(shape=tuple(case.input_shape), name="X")
+    try:
+        output = fn(X, case.f, list(case.filters), case.stage, case.block, *extra)
+    except Exception as exc:  # noqa: BLE001 - any error of the student's is reported
+        return CallOutcome(name, raised=RaisedError.from_exception(exc), diagnosis_model=add_inputs_model(exc, X))
+    if output is None or not keras.backend.is_keras_tensor(output):
+        return CallOutcome(name, returned_type=type(output).__name__)
+    try:
+        student = keras.Model(X, output, name="student")
+    except Exception as exc:  # noqa: BLE001
+        return CallOutcome(name, model_error=(type(exc).__name__, str(exc)))
+    return CallOutcome(name, model=student)
+
+
+def call_resnet50(fn, case) -> CallOutcome:
+    """Call ``fn(input_shape=..., classes=...)`` and capture what it gave."""
+    name = getattr(fn, "__name__", "ResNet50")
+    try:
+        student = fn(input_shape=tuple(case.input_shape), classes=case.classes)
+    except Exception as exc:  # noqa: BLE001 - any error of the student's is reported
+        return CallOutcome(name, raised=RaisedError.from_exception(exc), diagnosis_model=partial_model(exc))
+    if not isinstance(student, keras.Model) or not getattr(student, "outputs", None):
+        return CallOutcome(name, returned_type=type(student).__name__)
+    return CallOutcome(name, model=student)
+
+
+def call_resnet50_default(fn) -> CallOutcome:
+    """Call ``fn()`` with its default arguments (the model the notebook's last hidden test checks)."""
+    return call_model(fn, "ResNet50")
+
+
+def call_model(fn, default_name, *args, **kwargs) -> CallOutcome:
+    """Call a function that returns a keras.Model, and capture what it gave."""
+    name = getattr(fn, "__name__", default_name)
+    try:
+        model = fn(*args, **kwargs)
+    except Exception as exc:  # noqa: BLE001 - any error of the student's is reported
+        return CallOutcome(name, raised=RaisedError.from_exception(exc))
+    if not isinstance(model, keras.Model) or not getattr(model, "outputs", None):
+        return CallOutcome(name, returned_type=type(model).__name__)
+    return CallOutcome(name, model=model)

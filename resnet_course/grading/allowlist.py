@@ -1,0 +1,160 @@
+"""Loading a model config that a student's process wrote, without running anything the student wrote.
+
+Every object a config names is checked against an allowlist of Keras' own built-in layers, operations,
+initializers, regularizers and constraints BEFORE anything is deserialised, so no module named in a
+config is ever imported; then the model is deserialised with ``safe_mode=True`` (no Python lambdas).
+A Lambda with a Python function or a custom layer can't be loaded safely: it gets a message naming it.
+"""
+
+from __future__ import annotations
+
+import json
+
+import keras
+
+#: Keras layers a student may use in these exercises (by class name, from ``keras.layers``); layers that
+#: read files or wrap arbitrary callables (TFSMLayer, TorchModuleWrapper, JaxLayer ...) are not among them.
+SAFE_LAYERS = frozenset({
+    "InputLayer", "Conv2D", "Conv1D", "Conv3D", "DepthwiseConv2D", "SeparableConv2D", "Conv2DTranspose",
+    "BatchNormalization", "LayerNormalization", "GroupNormalization",
+    "Activation", "ReLU", "LeakyReLU", "ELU", "PReLU", "Softmax",
+    "Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum", "Concatenate",
+    "ZeroPadding2D", "Cropping2D", "UpSampling2D",
+    "MaxPooling2D", "AveragePooling2D", "GlobalAveragePooling2D", "GlobalMaxPooling2D",
+    "Flatten", "Reshape", "Permute", "Dense", "Dropout", "SpatialDropout2D", "Identity", "Rescaling",
+    "Lambda",  # only with a function of keras.activations or keras.ops, checked below
+})
+#: modules whose operation classes (what ``keras.ops.relu(X)`` or ``X + Y`` leave in a functional
+#: model) and functions (``Lambda(keras.activations.relu)``) are allowed
+OPERATION_MODULES = frozenset({
+    "keras.src.ops.nn", "keras.src.ops.numpy", "keras.src.ops.math",
+    "keras.src.activations.activations",
+})
+FUNCTION_MODULES = OPERATION_MODULES | {"keras.activations", "keras.ops", "keras.src.activations"}
+#: namespaces of small helper objects a layer's config names
+HELPER_NAMESPACES = {
+    "keras.initializers": keras.initializers,
+    "keras.regularizers": keras.regularizers,
+    "keras.constraints": keras.constraints,
+}
+MODEL_CLASSES = {("keras.src.models.functional", "Functional"), ("keras", "Functional"),
+                 ("keras.src.models.sequential", "Sequential"), ("keras", "Sequential")}
+DTYPE_POLICIES = frozenset({"DTypePolicy", "FloatDTypePolicy"})
+#: the largest config accepted, in characters (ResNet-50's is about 200,000)
+MAX_CONFIG_CHARS = 20_000_000
+
+
+class UngradableModel(ValueError):
+    """A model config that the grader refuses to load; the message says why, for the student."""
+
+
+def load_model(text: str) -> keras.Model:
+    """The model described by ``text`` (``model.to_json()``), checked first, loaded with safe_mode=True."""
+    if len(text) > MAX_CONFIG_CHARS:
+        raise UngradableModel(f"the model's description is {len(text):,} characters long, more than the "
+                              f"grader reads ({MAX_CONFIG_CHARS:,}).")
+    try:
+        config = json.loads(text)
+    except ValueError as error:
+        raise UngradableModel(f"the model's description isn't valid JSON ({error}).") from None
+    check_config(config)
+    try:
+        model = keras.saving.deserialize_keras_object(config, safe_mode=True)
+    except Exception as error:  # noqa: BLE001 - any failure to load is the submission's
+        raise UngradableModel(f"Keras can't rebuild your model from its description: "
+                              f"{type(error).__name__}: {str(error)[:500]}") from None
+    if not isinstance(model, keras.Model):
+        raise UngradableModel(f"the description is of a {type(model).__name__}, not of a keras.Model.")
+    return model
+
+
+def check_config(config, layer: str = "the model") -> None:
+    """Raise UngradableModel naming the layer if ``config`` names anything outside the allowlist."""
+    if isinstance(config, list):
+        for item in config:
+            check_config(item, layer)
+        return
+    if not isinstance(config, dict):
+        return
+    if "class_name" in config:
+        inner = config.get("config")
+        name = inner.get("name") if isinstance(inner, dict) and isinstance(inner.get("name"), str) else None
+        if _is_layer_entry(config) and name:
+            layer = name
+        _check_object(config, layer)
+    for key, value in config.items():
+        if isinstance(value, (dict, list)):
+            check_config(value, layer)
+
+
+def _is_layer_entry(config: dict) -> bool:
+    module = config.get("module")
+    return module in ("keras.layers",) or module in OPERATION_MODULES or module not in (
+        None, "keras", "keras.initializers", "keras.regularizers", "keras.constraints",
+    )
+
+
+def _check_object(config: dict, layer: str) -> None:
+    module, class_name = config.get("module"), config.get("class_name")
+    registered = config.get("registered_name")
+    if not isinstance(class_name, str) or not (module is None or isinstance(module, str)):
+        raise UngradableModel(f"layer '{layer}': its description is malformed (class_name {class_name!r}).")
+    if class_name == "__keras_tensor__" and module is None:
+        return
+    if class_name == "__lambda__":
+        raise UngradableModel(
+            f"layer '{layer}' is a Lambda with a Python lambda function: the grader can't load it safely, so "
+            "it can't be graded; write it with keras.layers (e.g. layers.ReLU() or layers.Activation('relu')) "
+            "or keras.ops (keras.ops.relu(X)) so it can be graded."
+        )
+    if class_name == "function":
+        function = config.get("config")
+        if module in FUNCTION_MODULES and isinstance(function, str) and _builtin_function(module, function):
+            return
+        raise UngradableModel(
+            f"layer '{layer}' is a Lambda calling the function {function!r}: the grader can't load a Lambda's "
+            "function safely, so it can't be graded; write it with keras.layers (e.g. layers.ReLU() or "
+            "layers.Activation('relu')) or keras.ops (keras.ops.relu(X)) so it can be graded."
+        )
+    if registered not in (None, class_name) and not (module in ("keras", "keras.layers") and registered is None):
+        _custom(layer, module, class_name)
+    if module == "keras.layers" and class_name in SAFE_LAYERS:
+        return
+    if module == "keras" and class_name in DTYPE_POLICIES:
+        return
+    if (module, class_name) in MODEL_CLASSES:
+        return
+    if module in HELPER_NAMESPACES and _builtin_class(HELPER_NAMESPACES[module], class_name, "keras.src."):
+        return
+    if module in OPERATION_MODULES and _builtin_operation(module, class_name):
+        return
+    _custom(layer, module, class_name)
+
+
+def _custom(layer, module, class_name):
+    raise UngradableModel(
+        f"layer '{layer}' is a custom layer (class {class_name!r} from module {module!r}), or one Keras layer "
+        "the grader doesn't accept: it can't be loaded safely, so it can't be graded; write it with "
+        "keras.layers (Conv2D, BatchNormalization, Activation, Add, ...) so it can be graded."
+    )
+
+
+def _builtin_class(namespace, class_name: str, module_prefix: str) -> bool:
+    value = getattr(namespace, class_name, None)
+    return isinstance(value, type) and value.__module__.startswith(module_prefix)
+
+
+def _builtin_operation(module: str, class_name: str) -> bool:
+    """Is ``module.class_name`` one of Keras' operation classes? (the module is a Keras one, allowlisted)"""
+    import importlib
+
+    value = getattr(importlib.import_module(module), class_name, None)
+    return (isinstance(value, type) and value.__module__ == module
+            and issubclass(value, keras.Operation) and not issubclass(value, keras.layers.Layer))
+
+
+def _builtin_function(module: str, name: str) -> bool:
+    import importlib
+
+    value = getattr(importlib.import_module(module), name, None)
+    return callable(value) and not isinstance(value, type) and getattr(value, "__module__", "").startswith("keras")
