@@ -228,7 +228,10 @@ def _cell_flags(spec, tree, exercise, source) -> list[Flag]:
             if short in ("exec", "eval", "compile", "__import__", "import_module") or name in _DYNAMIC:
                 literal = node.args and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)
                 if short in ("__import__", "import_module") and literal:
-                    reference_hit(node.args[0].value, node)
+                    # what is taken from the module is out of sight: importing a reference's module counts
+                    module = node.args[0].value
+                    held = [ref for ref in references if ref.rsplit(".", 1)[0] == module != "resnet_course"]
+                    reference_hit(held[0] if held else module, node)
                 elif not literal:
                     flags.append(Flag("hidden_code", owner, f"runs code built at run time with {short}() "
                                                             f"({line(node)})"))

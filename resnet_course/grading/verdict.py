@@ -59,7 +59,7 @@ def score(assignment: str, cases: dict, outdir, *, flags=()) -> list[CellResult]
                 if flag.exercise in (None, exercise.name):
                     zeroed.setdefault(exercise.name, _flag_message(flag))
     try:
-        manifest = _read_manifest(outdir)
+        manifest = read_manifest(outdir)
         problem = None
     except HandbackError as error:
         manifest, problem = None, str(error)
@@ -71,7 +71,7 @@ def score(assignment: str, cases: dict, outdir, *, flags=()) -> list[CellResult]
             elif manifest is None:
                 message = f"Not graded: {problem}"
             else:
-                message = _judge_cell(cell.grade_id, cases["cells"][cell.grade_id], manifest, outdir)
+                message = judge_cell(cell.grade_id, cases["cells"][cell.grade_id], manifest, outdir)
             passed = message is None
             results.append(CellResult(cell.grade_id, float(cell.points) if passed else 0.0, float(cell.points),
                                       passed, checks.PASSED if passed else message))
@@ -86,7 +86,7 @@ def _flag_message(flag) -> str:
             "answer can't be graded. Write the code out.")
 
 
-def _read_manifest(outdir: Path) -> dict:
+def read_manifest(outdir: Path) -> dict:
     path = outdir / MANIFEST
     if not path.is_file():
         raise HandbackError("the grading process of your notebook stopped before it handed back its results "
@@ -102,8 +102,9 @@ def _read_manifest(outdir: Path) -> dict:
     return manifest
 
 
-def _judge_cell(grade_id: str, cell: dict, manifest: dict, outdir: Path) -> str | None:
-    """None if the cell passes, else the message."""
+def judge_cell(grade_id: str, cell: dict, manifest: dict, outdir: Path) -> str | None:
+    """None if the test cell ``grade_id`` (its cases: ``cell``) passes, else the message; ``manifest``:
+    ``read_manifest(outdir)``."""
     function = cell["function"]
     result = manifest["results"].get(grade_id)
     if not isinstance(result, dict):

@@ -1,0 +1,253 @@
+"""The trusted grader's fast parts: the package's API, the assignment specs, drawn cases, the program
+taken from a notebook, static flags and the allowlist of model configs."""
+
+from __future__ import annotations
+
+import ast
+import base64
+import json
+import re
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from resnet_course.grading.assignments import ASSIGNMENTS, assignment_spec
+from resnet_course.grading.cases import draw_cases
+from resnet_course.grading.program import NotANotebook, build_program, static_flags
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_public_api_is_importable_as_before():
+    from resnet_course import grading
+    from resnet_course.grading import (  # noqa: F401
+        CONVOLUTIONAL_BLOCK_CASES,
+        IDENTITY_BLOCK_CASES,
+        PASSED,
+        RESNET50_CASES,
+        BlockCase,
+        ModelCase,
+        check_convolutional_block,
+        check_identity_block,
+        check_resnet50,
+    )
+
+    assert PASSED == "All tests passed."
+    assert set(grading.__all__) <= set(dir(grading))
+    with pytest.raises(AttributeError):
+        grading.no_such_name  # noqa: B018
+
+
+def test_no_module_of_the_package_is_over_500_lines():
+    for path in (ROOT / "resnet_course" / "grading").glob("*.py"):
+        assert len(path.read_text().splitlines()) <= 500, path
+
+
+def _test_cells(notebook: Path) -> list[tuple[str, int]]:
+    nb = nbformat.read(str(notebook), as_version=4)
+    found = []
+    for cell in nb.cells:
+        meta = cell.metadata.get("nbgrader", {})
+        if meta.get("grade"):
+            found.append((meta["grade_id"], meta["points"]))
+    return found
+
+
+@pytest.mark.parametrize("name", list(ASSIGNMENTS))
+def test_specs_match_the_notebooks_test_cells(name):
+    spec = assignment_spec(name)
+    expected = _test_cells(ROOT / "solutions" / name / spec.notebook)
+    assert [(c.grade_id, c.points) for e in spec.exercises for c in e.cells] == expected
+
+
+def test_unknown_assignment_is_named():
+    with pytest.raises(KeyError, match="unknown assignment '07-x'"):
+        assignment_spec("07-x")
+
+
+@pytest.mark.parametrize("name", list(ASSIGNMENTS))
+def test_draw_cases_is_deterministic_varied_and_keeps_the_visible_cases(name):
+    first, again, other = draw_cases(name, 1), draw_cases(name, 1), draw_cases(name, 2)
+    assert first == again
+    json.dumps(first)  # serialisable
+    assert set(first["cells"]) == set(assignment_spec(name).test_cell_ids)
+    visible = [g for g in first["cells"] if g.startswith("test_") and g != "test_most_confused_pair"]
+    assert all(first["cells"][g] == other["cells"][g] for g in visible)
+    hidden = [g for g in first["cells"] if first["cells"][g]["cases"] and g not in visible]
+    assert any(first["cells"][g] != other["cells"][g] for g in hidden)
+    seeds = {json.dumps(draw_cases(name, seed)["cells"], sort_keys=True) for seed in range(6)}
+    assert len(seeds) == 6
+
+
+def test_drawn_block_cases_are_valid_for_each_block():
+    for seed in range(20):
+        for case in draw_cases("01-identity-block", seed)["cells"]["hidden_tests_identity_block"]["cases"]:
+            assert case["filters"][2] == case["input_shape"][2] and case["s"] is None
+        for case in draw_cases("02-convolutional-block", seed)["cells"]["hidden_tests_convolutional_block"]["cases"]:
+            assert case["s"] in (1, 2, 3, 4)
+
+
+# --- build_program -----------------------------------------------------------------------------
+
+
+def _cells_of(program: str) -> list[dict]:
+    from resnet_course.grading.collect import read_program
+
+    return read_program(program)
+
+
+def test_program_holds_the_answer_and_never_a_test_cell():
+    program = build_program("01-identity-block", ROOT / "solutions/01-identity-block/identity_block.ipynb")
+    cells = _cells_of(program)
+    assert [c["role"] for c in cells] == ["imports", "answer", "definitions"][: len(cells)]
+    assert "def identity_block" in next(c["source"] for c in cells if c["role"] == "answer")
+    assert not any("check_identity_block(" in c["source"] for c in cells)
+    ast.parse(program)
+
+
+def test_program_follows_the_source_grade_ids_not_the_submissions_metadata(tmp_path):
+    nb = nbformat.read(str(ROOT / "solutions/01-identity-block/identity_block.ipynb"), as_version=4)
+    for cell in nb.cells:
+        meta = cell.metadata.get("nbgrader", {})
+        if meta.get("grade_id") == "test_identity_block":
+            meta.update(grade=False, solution=True, grade_id="identity_block")  # a test posing as the answer
+            cell.source = "def identity_block(X, f, filters, stage, block):\n    return X\n" + cell.source
+        elif meta.get("grade_id") == "identity_block":
+            cell.metadata["nbgrader"] = {}  # the real answer, its metadata stripped
+    path = tmp_path / "identity_block.ipynb"
+    nbformat.write(nb, str(path))
+    cells = _cells_of(build_program("01-identity-block", path))
+    answers = [c for c in cells if c["role"] == "answer"]
+    assert len(answers) == 1 and "### BEGIN SOLUTION" in answers[0]["source"]
+    assert not any("check_identity_block(" in c["source"] for c in cells)
+
+
+def test_other_cells_give_only_their_definitions():
+    cells = _cells_of(build_program("04-signs", ROOT / "solutions/04-signs/signs.ipynb"))
+    text = "\n".join(c["source"] for c in cells if c["role"] == "definitions")
+    assert "training.train(" not in text and "load_signs()" not in text
+    assert "from PIL import Image" in text
+
+
+def test_not_a_notebook_is_a_clear_error(tmp_path):
+    path = tmp_path / "identity_block.ipynb"
+    path.write_text("not json")
+    with pytest.raises(NotANotebook, match="isn't a readable Jupyter notebook"):
+        build_program("01-identity-block", path)
+
+
+# --- static flags ----------------------------------------------------------------------------------
+
+
+def _program(answer: str, other: str = "") -> str:
+    cells = [{"role": "answer", "exercise": "identity_block", "index": 3, "source": answer}]
+    if other:
+        cells.append({"role": "definitions", "exercise": None, "index": 5, "source": other})
+    return "CELLS = " + repr(cells) + "\n"
+
+
+@pytest.mark.parametrize("answer", [
+    "from resnet_course.blocks import identity_block as ib\ndef identity_block(*a):\n    return ib(*a)",
+    "import resnet_course\ndef identity_block(*a):\n    return resnet_course.identity_block(*a)",
+    "import resnet_course.blocks as b\ndef identity_block(*a):\n    return b.identity_block(*a)",
+    "import importlib\nidentity_block = importlib.import_module('resnet_course.blocks').identity_block",
+])
+def test_reference_use_is_flagged_on_its_exercise(answer):
+    flags = static_flags("01-identity-block", _program(answer))
+    assert any(f.kind == "reference_use" and f.exercise == "identity_block" for f in flags), flags
+
+
+def test_reference_blocks_are_allowed_in_03_but_not_its_resnet50():
+    pasted = "from resnet_course import convolutional_block, identity_block"
+    cells = [{"role": "definitions", "exercise": None, "index": 6, "source": pasted},
+             {"role": "answer", "exercise": "ResNet50", "index": 9,
+              "source": "from resnet_course.model import ResNet50 as R\ndef ResNet50(**k):\n    return R(**k)"}]
+    flags = static_flags("03-resnet50", "CELLS = " + repr(cells))
+    assert [(f.kind, f.exercise) for f in flags] == [("reference_use", "ResNet50")]
+    assert static_flags("03-resnet50", "CELLS = " + repr(cells[:1])) == []
+
+
+def test_ipython_and_encoded_exec_are_flagged():
+    encoded = base64.b64encode(b"from resnet_course.blocks import identity_block").decode()
+    flags = static_flags("01-identity-block", _program(
+        "def identity_block(X, f, filters, stage, block):\n    return X",
+        f"import base64\nexec(base64.b64decode('{encoded}'))\nip = get_ipython()\n"
+        "ip.input_transformers_post.append(lambda lines: lines)\nopen('../../gradebook.db', 'rb')",
+    ))
+    kinds = {f.kind for f in flags}
+    assert {"hidden_code", "ipython", "file_access"} <= kinds, flags
+    assert all(f.exercise is None for f in flags)
+
+
+def test_exec_of_a_literal_is_read_like_code():
+    flags = static_flags("01-identity-block", _program("exec('from resnet_course.blocks import identity_block')"))
+    assert [f.kind for f in flags] == ["reference_use"]
+
+
+def test_reference_copy_zeroes_the_exercise_with_the_message(tmp_path):
+    from resnet_course.grading.verdict import score
+
+    flags = static_flags("01-identity-block", _program("from resnet_course.blocks import identity_block"))
+    results = score("01-identity-block", draw_cases("01-identity-block", 0), tmp_path, flags=flags)
+    assert [r.points for r in results] == [0, 0, 0]
+    assert all(r.message.startswith("Scored 0: your answer uses the course's reference") for r in results)
+
+
+# --- the allowlist -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def block_config():
+    import keras
+
+    from resnet_course import identity_block
+
+    X = keras.Input((4, 4, 6))
+    return json.loads(keras.Model(X, identity_block(X, 2, [2, 4, 6], 1, "a")).to_json())
+
+
+def test_allowlist_loads_keras_built_ins(block_config):
+    from resnet_course.grading.allowlist import load_model
+
+    assert len(load_model(json.dumps(block_config)).layers) == len(block_config["config"]["layers"])
+
+
+def test_allowlist_refuses_another_module_without_importing_it(block_config, monkeypatch):
+    import sys
+
+    from resnet_course.grading.allowlist import UngradableModel, load_model
+
+    config = json.loads(json.dumps(block_config))
+    layer = config["config"]["layers"][1]
+    layer.update(module="evil_module_that_does_not_exist", class_name="Conv2D")
+    with pytest.raises(UngradableModel, match=r"layer 'res1a_branch2a' is a custom layer \(class 'Conv2D' from "
+                                              r"module 'evil_module_that_does_not_exist'\)"):
+        load_model(json.dumps(config))
+    assert "evil_module_that_does_not_exist" not in sys.modules
+    layer.update(module="os", class_name="system")
+    with pytest.raises(UngradableModel, match="layer 'res1a_branch2a' is a custom layer"):
+        load_model(json.dumps(config))
+
+
+def test_allowlist_refuses_a_lambda_naming_it():
+    import keras
+
+    from resnet_course.grading.allowlist import UngradableModel, load_model
+
+    X = keras.Input((4, 4, 3))
+    model = keras.Model(X, keras.layers.Lambda(lambda t: keras.ops.maximum(t, 0.0), name="my_relu")(X))
+    with pytest.raises(UngradableModel, match=re.escape("layer 'my_relu' is a Lambda with a Python lambda function")):
+        load_model(model.to_json())
+    model = keras.Model(X, keras.layers.Lambda(keras.activations.relu, name="named_fn")(X))
+    with pytest.raises(UngradableModel, match="layer 'named_fn' is a Lambda calling the function 'relu'"):
+        load_model(model.to_json())
+
+
+def test_allowlist_refuses_a_file_reading_layer_and_garbage():
+    from resnet_course.grading.allowlist import UngradableModel, check_config, load_model
+
+    with pytest.raises(UngradableModel, match="layer 'loader' is a custom layer"):
+        check_config({"module": "keras.layers", "class_name": "TFSMLayer", "config": {"name": "loader"}})
+    with pytest.raises(UngradableModel, match="isn't valid JSON"):
+        load_model("{")
