@@ -1,0 +1,117 @@
+"""What a student sees around the exercises: a quiet TensorFlow start, one line for an unwritten
+exercise in a "Try it" cell, and setup cells pinned to the package's version."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from resnet_course import notebook, startup
+
+
+def test_try_it_prints_one_line_for_the_unwritten_stub(capsys):
+    def identity_block():
+        raise NotImplementedError()
+
+    with notebook.try_it("identity_block"):
+        identity_block()
+    assert capsys.readouterr().out == (
+        "identity_block isn't written yet: write it in the cell above, then run this cell again.\n")
+
+
+def test_try_it_reports_a_missing_result_only_while_the_exercise_is_unwritten(capsys):
+    def resnet50():
+        raise NotImplementedError()
+
+    with notebook.try_it("ResNet50_demo", where="in section 3"):
+        model = resnet50()  # noqa: F841
+    with notebook.try_it("ResNet50_demo", where="in section 3"):
+        undefined_model_name  # noqa: B018, F821  (the cell above never made it)
+    assert capsys.readouterr().out.count("ResNet50_demo isn't written yet: write it in section 3") == 2
+
+    with notebook.try_it("ResNet50_demo"):
+        pass  # written now: a NameError is a real error again
+    with pytest.raises(NameError):
+        with notebook.try_it("ResNet50_demo"):
+            undefined_model_name  # noqa: B018, F821
+
+
+def test_try_it_lets_real_errors_through():
+    with pytest.raises(ValueError, match="wrong shape"):
+        with notebook.try_it("identity_block"):
+            raise ValueError("wrong shape")
+    with pytest.raises(NotImplementedError, match="not supported by this backend"):
+        with notebook.try_it("identity_block"):
+            raise NotImplementedError("not supported by this backend")
+    with pytest.raises(NameError):
+        with notebook.try_it("never_tried"):
+            undefined_name  # noqa: B018, F821
+
+
+def test_startup_noise_is_recognised_and_real_lines_are_not():
+    noise = [
+        "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR",
+        "I0000 00:00:1796035894.677534   11346 port.cc:153] oneDNN custom operations are on. You may see",
+        "I0000 00:00:1796035894.679578   11346 cudart_stub.cc:31] Could not find cuda drivers on your machine, GPU will not be used.",
+        "E0000 00:00:1796035965.239430   13418 cuda_platform.cc:52] failed call to cuInit: INTERNAL: CUDA error: Failed call to cuInit: UNKNOWN ERROR (303)",
+    ]
+    real = [
+        "E0000 00:00:1796035965.239430   13418 op_kernel.cc:1830] OP_REQUIRES failed: out of memory",
+        "W0000 00:00:1796035965.239430   13418 loop.cc:1] Local rendezvous is aborting",
+        "Traceback (most recent call last):",
+        "ModuleNotFoundError: No module named 'tensorflow'",
+    ]
+    assert all(startup.is_startup_noise(line) for line in noise)
+    assert not any(startup.is_startup_noise(line) for line in real)
+
+
+@pytest.mark.slow
+def test_tensorflow_starts_quietly_and_real_stderr_still_shows():
+    """In a fresh process (TensorFlow is loaded once per process): nothing of TensorFlow's start-up
+    on stderr, while a C++ error line written to fd 2 inside the filter, and Python's stderr, show."""
+    code = textwrap.dedent("""
+        import os, sys
+        from resnet_course import startup
+        startup.import_tensorflow_quietly()
+        import keras, numpy as np
+        keras.layers.Conv2D(2, 1)(np.zeros((1, 4, 4, 3), "float32"))
+        with startup.filtered_stderr():
+            os.write(2, b"E0000 00:00:1.0 1 kernel.cc:9] a real error\\n")
+        print("python stderr line", file=sys.stderr)
+    """)
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert run.stderr.splitlines() == ["E0000 00:00:1.0 1 kernel.cc:9] a real error", "python stderr line"]
+
+
+ROOT = __import__("pathlib").Path(__file__).resolve().parent.parent
+
+
+def _notebooks():
+    return sorted((ROOT / "solutions").glob("*/*.ipynb")) + sorted((ROOT / "notebooks").glob("*/*.ipynb"))
+
+
+@pytest.mark.parametrize("path", _notebooks(), ids=lambda p: str(p.relative_to(ROOT)))
+def test_setup_cell_pins_the_package_version_and_starts_quietly(path):
+    """The setup cell installs the version the notebook belongs to (the tag v<version> on Colab)."""
+    import re
+
+    import nbformat
+
+    import resnet_course
+
+    pyproject = re.search(r'^version = "([^"]+)"', (ROOT / "pyproject.toml").read_text(), re.M).group(1)
+    assert resnet_course.__version__ == pyproject, "resnet_course.__version__ and pyproject.toml disagree"
+    nb = nbformat.read(path, as_version=4)
+    setup = next(c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") == "setup")
+    pinned = re.search(r'^COURSE_VERSION = "([^"]+)"', setup.source, re.M)
+    assert pinned and pinned.group(1) == resnet_course.__version__, (
+        f"{path.name}: the setup cell pins {pinned and pinned.group(1)}, the package is {resnet_course.__version__}")
+    assert "@v{COURSE_VERSION}" in setup.source and "--quiet" not in setup.source
+    assert "startup.import_tensorflow_quietly()" in setup.source
+    assert "Run All" in nb.cells[0].source and "YOUR CODE HERE" in nb.cells[0].source
