@@ -115,7 +115,7 @@ def _build_task(assignment: str, submission: Submission, cases: dict, limits: Li
         return SandboxTask(assignment, submission.student, None, cases, [], limits, mode, str(course_root),
                            build_error=submission.notes[-1] if submission.notes else "no notebook")
     try:
-        program = build_program(assignment, submission.notebook)
+        program = build_program(assignment, submission.notebook, solutions=course_root / "solutions")
     except Exception as error:  # an unreadable hand-in scores 0 with the reason; the run goes on
         return SandboxTask(assignment, submission.student, None, cases, [], limits, mode, str(course_root),
                            build_error=f"{submission.notebook.name} could not be read: {error}")

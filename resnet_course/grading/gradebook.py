@@ -22,10 +22,12 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 
 import nbformat
 from nbgrader.api import Gradebook
+from sqlalchemy.exc import SAWarning
 from nbgrader.utils import parse_utc
 from nbgrader.preprocessors import (
     AssignLatePenalties,
@@ -47,6 +49,15 @@ def db_url(course_root: Path) -> str:
     return "sqlite:///" + str(course_root / "gradebook.db")
 
 
+def _put_environment_scripts_on_path() -> None:
+    """nbgrader's Gradebook runs the ``alembic`` script by name: find it in this environment's bin/
+    even when the environment is not activated (``.venv/bin/resnet-course grade ...``)."""
+    scripts = str(Path(sys.executable).parent)
+    path = os.environ.get("PATH", "")
+    if scripts not in path.split(os.pathsep):
+        os.environ["PATH"] = scripts + (os.pathsep + path if path else "")
+
+
 def record_assignment(course_root: Path, assignment: str, release_dir: Path) -> Path:
     """Record ASSIGNMENT (cells, points, hidden tests) in gradebook.db from solutions/.
 
@@ -54,6 +65,7 @@ def record_assignment(course_root: Path, assignment: str, release_dir: Path) -> 
     folder): the course's committed notebooks/ is never touched, even if it fails. Returns the
     released notebook folder, used to put back test cells a student deleted.
     """
+    _put_environment_scripts_on_path()
     command = [sys.executable, "-m", "nbgrader", "generate_assignment", assignment, "--force",
                f"--CourseDirectory.release_directory={release_dir}", "--log-level=WARN"]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
@@ -138,7 +150,9 @@ def record_submission(course_root: Path, assignment: str, notebook_name: str, st
     notebook_id = Path(notebook_name).stem
     released_notebook = released / notebook_name
     url = db_url(course_root)
-    with Gradebook(url) as gb:
+    with Gradebook(url) as gb, warnings.catch_warnings():
+        # nbgrader's own update_or_create_submission trips SQLAlchemy's autoflush warnings.
+        warnings.simplefilter("ignore", SAWarning)
         gb.update_or_create_student(student)
         if timestamp:
             gb.update_or_create_submission(assignment, student, timestamp=parse_utc(timestamp))

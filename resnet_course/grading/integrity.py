@@ -38,13 +38,13 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def course_file_checksums(course_root: Path) -> dict[str, str]:
-    """SHA-256 of the config, solutions/ and the package source, keyed by path."""
+def course_file_checksums(course_root: Path, package_dir: Path | None = None) -> dict[str, str]:
+    """SHA-256 of the config, solutions/ and the package source (default: the one imported), by path."""
     files: list[Path] = []
     config = course_root / "nbgrader_config.py"
     if config.exists():
         files.append(config)
-    for folder in (course_root / "solutions", _package_dir()):
+    for folder in (course_root / "solutions", package_dir or _package_dir()):
         if folder.is_dir():
             files += [p for p in folder.rglob("*") if p.is_file()
                       and not any(part in _IGNORED_PARTS for part in p.parts)]

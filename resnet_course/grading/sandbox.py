@@ -131,7 +131,7 @@ def _system_binds() -> list[str]:
         elif path.is_dir():
             args += ["--ro-bind", str(path), str(path)]
     for name in ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "localtime", "passwd", "group",
-                 "nsswitch.conf", "alternatives"):
+                 "nsswitch.conf", "alternatives", "fonts"):
         path = Path("/etc") / name
         if path.exists():
             args += ["--ro-bind", str(path), str(path)]
@@ -193,6 +193,8 @@ def _child_env(workdir: str, limits: Limits) -> dict[str, str]:
         # Code that switches itself on only under nbgrader's autograde shows its real face here.
         "NBGRADER_EXECUTION": "autograde",
         "LANG": "C.UTF-8",
+        # The package the grader itself uses (in the sandbox its folder holds only the package).
+        "PYTHONPATH": str(_package_dir().parent),
     }
 
 
@@ -327,9 +329,10 @@ def run_in_sandbox(args: list[str], workdir: Path, course_root: Path, limits: Li
             process.wait(timeout=limits.wall_seconds)
         except subprocess.TimeoutExpired:
             reason = f"timed out after {limits.wall_seconds:.0f} s"
-        _kill_group(process.pid)
-        process.kill()
-        process.wait()
+        finally:  # also on Ctrl-C: nothing of the child outlives this call
+            _kill_group(process.pid)
+            process.kill()
+            process.wait()
     killed = _sweep_orphans({process.pid}) if mode == "plain" else []
     seconds = time.monotonic() - started
     code = process.returncode
