@@ -251,3 +251,61 @@ def test_allowlist_refuses_a_file_reading_layer_and_garbage():
         check_config({"module": "keras.layers", "class_name": "TFSMLayer", "config": {"name": "loader"}})
     with pytest.raises(UngradableModel, match="isn't valid JSON"):
         load_model("{")
+
+
+@pytest.mark.parametrize("answer", [
+    "import resnet_course\nidentity_block = getattr(resnet_course, 'identity_' + 'block')",
+    "import resnet_course.blocks\nidentity_block = getattr(resnet_course.blocks, 'identity_block')",
+    "import sys\nidentity_block = sys.modules['resnet_course.blocks'].identity_block",
+    "from resnet_course.grading.checks import BLOCK_REFERENCES\nidentity_block = BLOCK_REFERENCES['identity_block']",
+    "import resnet_course\nidentity_block = resnet_course.__dict__['identity_block']",
+])
+def test_indirect_reference_use_zeroes_the_exercise(answer):
+    from resnet_course.grading.program import ZEROING
+
+    flags = static_flags("01-identity-block", _program(answer))
+    assert any(f.kind in ZEROING for f in flags), flags
+
+
+def test_using_the_public_checks_is_not_flagged():
+    answer = ("from resnet_course.grading import BlockCase, check_identity_block\n"
+              "def identity_block(X, f, filters, stage, block):\n    return X\n")
+    assert static_flags("01-identity-block", _program(answer)) == []
+
+
+def test_grading_modules_import_each_other_without_cycles():
+    """grading -> model is one-way, and the package's modules form no cycle (top-level imports)."""
+    package = ROOT / "resnet_course" / "grading"
+    graph = {}
+    for path in package.glob("*.py"):
+        tree = ast.parse(path.read_text())
+        targets = set()
+        for node in tree.body:
+            if isinstance(node, ast.ImportFrom) and node.module:
+                if node.module.startswith("resnet_course.grading."):
+                    targets.add(node.module.rsplit(".", 1)[1])
+                elif node.module == "resnet_course.grading":
+                    targets.update(alias.name for alias in node.names)
+        graph[path.stem] = targets & {p.stem for p in package.glob("*.py")}
+    for module in ("model", "blocks"):
+        source = (ROOT / "resnet_course" / f"{module}.py").read_text()
+        assert not re.search(r"^(from|import) resnet_course.grading", source, re.M), module
+
+    def visit(node, trail):
+        assert node not in trail, " -> ".join([*trail, node])
+        for target in graph.get(node, ()):
+            visit(target, [*trail, node])
+
+    for module in graph:
+        visit(module, [])
+
+
+def test_the_child_side_does_not_import_the_reference():
+    import subprocess
+    import sys
+
+    code = ("import sys, resnet_course.grading.collect, resnet_course.grading.calls, resnet_course.grading.cases;"
+            "print(sorted(m for m in sys.modules if m.startswith('resnet_course')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "resnet_course.blocks" not in out and "resnet_course.model" not in out, out
+    assert "resnet_course.grading.checks" not in out, out

@@ -77,21 +77,21 @@ def check_config(config, layer: str = "the model") -> None:
     if not isinstance(config, dict):
         return
     if "class_name" in config:
-        inner = config.get("config")
-        name = inner.get("name") if isinstance(inner, dict) and isinstance(inner.get("name"), str) else None
-        if _is_layer_entry(config) and name:
-            layer = name
-        _check_object(config, layer)
+        _check_object(config, _layer_name(config) if layer == "the model" and _layer_name(config) else layer)
     for key, value in config.items():
-        if isinstance(value, (dict, list)):
+        if key == "layers" and isinstance(value, list):  # a model's layers: name each in messages
+            for item in value:
+                check_config(item, _layer_name(item) or layer)
+        elif isinstance(value, (dict, list)):
             check_config(value, layer)
 
 
-def _is_layer_entry(config: dict) -> bool:
-    module = config.get("module")
-    return module in ("keras.layers",) or module in OPERATION_MODULES or module not in (
-        None, "keras", "keras.initializers", "keras.regularizers", "keras.constraints",
-    )
+def _layer_name(entry) -> str | None:
+    if not isinstance(entry, dict):
+        return None
+    inner = entry.get("config")
+    name = entry.get("name") or (inner.get("name") if isinstance(inner, dict) else None)
+    return name[:100] if isinstance(name, str) else None
 
 
 def _check_object(config: dict, layer: str) -> None:
@@ -132,8 +132,9 @@ def _check_object(config: dict, layer: str) -> None:
 
 
 def _custom(layer, module, class_name):
+    origin = f"from module {module!r}" if module else "defined in your code"
     raise UngradableModel(
-        f"layer '{layer}' is a custom layer (class {class_name!r} from module {module!r}), or one Keras layer "
+        f"layer '{layer}' is a custom layer (class {class_name!r} {origin}), or one Keras layer "
         "the grader doesn't accept: it can't be loaded safely, so it can't be graded; write it with "
         "keras.layers (Conv2D, BatchNormalization, Activation, Add, ...) so it can be graded."
     )

@@ -7,7 +7,8 @@ read here with ``ast.literal_eval``. Each cell runs in one fresh namespace, guar
 recorded and the next cell runs). Then each test cell's function is called on the grader's cases
 (CASES.json, from ``cases.draw_cases``), and what each call gave is written into OUTDIR: models as
 their Keras config JSON (no weights: the grader copies the reference's weights in), arrays as ``.npy``
-without pickles, everything else as plain JSON in ``manifest.json``, written last.
+without pickles, everything else as plain JSON in ``manifest.json``, rewritten (atomically)
+after each test cell, so a limit reached in one keeps the results of those before it.
 
 This process is untrusted: the student's code runs in it and may change anything in it. The grader
 (``verdict.score``) trusts nothing it wrote; a missing or garbled OUTDIR scores 0 with a reason.
@@ -184,11 +185,12 @@ def collect(program_path, cases_path, outdir) -> dict:
     cases = json.loads(Path(cases_path).read_text())
     namespace, records = run_cells(cells)
     writer = Writer(outdir)
-    results = {}
+    manifest = {"assignment": cases.get("assignment"), "cells": records, "results": {}, "complete": False}
+    _write_manifest(outdir, manifest)
     for grade_id, cell in cases["cells"].items():
         fn = namespace.get(cell["function"])
         if not callable(fn):
-            results[grade_id] = {"missing": cell["function"]}
+            manifest["results"][grade_id] = {"missing": cell["function"]}
             continue
         calls = []
         for case in cell["cases"] or [{}]:
@@ -196,13 +198,18 @@ def collect(program_path, cases_path, outdir) -> dict:
                 calls.append(collect_call(cell["check"], fn, case, writer))
             except BaseException as exc:  # noqa: BLE001 - e.g. a SystemExit raised through the grader's code
                 calls.append(_raised(exc))
-        results[grade_id] = {"calls": calls}
-    manifest = {"assignment": cases.get("assignment"), "cells": records, "results": results,
-                "seconds": round(time.monotonic() - started, 3)}
+        manifest["results"][grade_id] = {"calls": calls}
+        # after each test cell, so that a limit reached in a later one keeps this one's results
+        _write_manifest(outdir, manifest)
+    manifest.update(complete=True, seconds=round(time.monotonic() - started, 3))
+    _write_manifest(outdir, manifest)
+    return manifest
+
+
+def _write_manifest(outdir: Path, manifest: dict) -> None:
     temporary = outdir / (MANIFEST + ".part")
     temporary.write_text(json.dumps(manifest))
     os.replace(temporary, outdir / MANIFEST)
-    return manifest
 
 
 def main(argv=None) -> int:

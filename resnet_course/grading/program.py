@@ -32,6 +32,10 @@ SOLUTIONS = Path(__file__).resolve().parents[2] / "solutions"
 SOURCE_CELLS = ("imports",)
 #: flags that zero the exercise they are found in
 ZEROING = ("reference_use", "hidden_code")
+#: the grader's public names: a student may import these (to run the checks themselves)
+GRADING_PUBLIC = frozenset({"BlockCase", "ModelCase", "IDENTITY_BLOCK_CASES", "CONVOLUTIONAL_BLOCK_CASES",
+                            "RESNET50_CASES", "check_identity_block", "check_convolutional_block",
+                            "check_resnet50", "PASSED"})
 
 
 class NotANotebook(ValueError):
@@ -198,26 +202,36 @@ def _cell_flags(spec, tree, exercise, source) -> list[Flag]:
                 flags.append(Flag("reference_use", owner if owner is not None else ref_exercise,
                                   f"uses the course's reference {ref} ({line(node)})"))
                 return True
+        parts = dotted.split(".")
+        if parts[:2] == ["resnet_course", "grading"] and len(parts) > 2 and not (set(parts[2:]) & GRADING_PUBLIC):
+            # the grader's internals hold the references (checks.BLOCK_REFERENCES ...)
+            flags.append(Flag("reference_use", owner, f"uses the grader's internals {dotted} ({line(node)})"))
+            return True
         return False
+
+    for node in ast.walk(tree):  # first the names imports bind, wherever they are
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                aliases[alias.asname or alias.name.split(".")[0]] = alias.name if alias.asname else alias.name.split(".")[0]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            for alias in node.names:
+                aliases[alias.asname or alias.name] = f"{node.module}.{alias.name}"
 
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             for alias in node.names:
-                aliases[alias.asname or alias.name.split(".")[0]] = alias.name if alias.asname else alias.name.split(".")[0]
                 reference_hit(alias.name, node)
                 if alias.name.startswith("resnet_course.grading") or alias.name.startswith("nbgrader"):
                     flags.append(Flag("grader_access", owner, f"imports {alias.name} ({line(node)})"))
         elif isinstance(node, ast.ImportFrom) and node.module:
             for alias in node.names:
-                dotted = f"{node.module}.{alias.name}"
-                aliases[alias.asname or alias.name] = dotted
-                reference_hit(dotted, node)
-            if node.module.startswith("resnet_course.grading") or node.module.startswith("nbgrader"):
-                flags.append(Flag("grader_access", owner, f"imports from {node.module} ({line(node)})"))
+                reference_hit(f"{node.module}.{alias.name}", node)
         elif isinstance(node, ast.Attribute):
             dotted = _dotted(node, aliases)
             if dotted and dotted.startswith("resnet_course."):
                 reference_hit(dotted, node)
+            if node.attr == "__dict__" and dotted and dotted.startswith("resnet_course"):
+                flags.append(Flag("hidden_code", owner, f"reads {dotted} ({line(node)})"))
             if node.attr in _HOOKS:
                 flags.append(Flag("ipython", owner, f"uses IPython's {node.attr} ({line(node)})"))
         elif isinstance(node, ast.Name) and node.id in _HOOKS:
@@ -225,6 +239,15 @@ def _cell_flags(spec, tree, exercise, source) -> list[Flag]:
         elif isinstance(node, ast.Call):
             name = _dotted(node.func, aliases) or ""
             short = name.rsplit(".", 1)[-1]
+            if name in ("getattr", "vars") and node.args:
+                target = _dotted(node.args[0], aliases) or ""
+                if target.startswith("resnet_course"):
+                    key = node.args[1] if name == "getattr" and len(node.args) > 1 else None
+                    if isinstance(key, ast.Constant) and isinstance(key.value, str):
+                        reference_hit(f"{target}.{key.value}", node)
+                    else:
+                        flags.append(Flag("hidden_code", owner, f"looks up a name of {target} computed at run "
+                                                                f"time ({line(node)})"))
             if short in ("exec", "eval", "compile", "__import__", "import_module") or name in _DYNAMIC:
                 literal = node.args and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)
                 if short in ("__import__", "import_module") and literal:
@@ -243,10 +266,24 @@ def _cell_flags(spec, tree, exercise, source) -> list[Flag]:
                     if isinstance(argument, ast.Constant) and isinstance(argument.value, str) and \
                             _FORBIDDEN_PATHS.search(argument.value):
                         flags.append(Flag("file_access", owner, f"reads {argument.value!r} ({line(node)})"))
-        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and (
-                "gradebook.db" in node.value or re.search(r"(^|/)submitted/", node.value)):
-            flags.append(Flag("file_access", owner, f"names {node.value[:80]!r} ({line(node)})"))
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+            if "gradebook.db" in node.value or re.search(r"(^|/)submitted/", node.value):
+                flags.append(Flag("file_access", owner, f"names {node.value[:80]!r} ({line(node)})"))
+            elif node.value.startswith("resnet_course.") and not _in_import_call(node, tree):
+                held = [ref for ref in references if node.value in (ref, ref.rsplit(".", 1)[0])]
+                if held:  # e.g. sys.modules["resnet_course.blocks"]
+                    reference_hit(held[0], node)
     return flags
+
+
+def _in_import_call(constant, tree) -> bool:
+    """Is this string the module argument of __import__/import_module (already checked there)?"""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and node.args and node.args[0] is constant:
+            func = node.func
+            name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+            return name in ("__import__", "import_module")
+    return False
 
 
 def _flags_of_literal(spec, text, owner, flags):

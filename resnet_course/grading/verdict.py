@@ -104,25 +104,31 @@ def read_manifest(outdir: Path) -> dict:
 
 def judge_cell(grade_id: str, cell: dict, manifest: dict, outdir: Path) -> str | None:
     """None if the test cell ``grade_id`` (its cases: ``cell``) passes, else the message; ``manifest``:
-    ``read_manifest(outdir)``."""
+    ``read_manifest(outdir)``. Never raises for anything the grading process wrote."""
     function = cell["function"]
-    result = manifest["results"].get(grade_id)
-    if not isinstance(result, dict):
-        return "Not graded: the grading process handed back no result for this test."
-    if "missing" in result:
-        return _missing_message(function, manifest)
-    calls = result.get("calls")
-    if not isinstance(calls, list) or len(calls) != max(1, len(cell["cases"])):
-        return "Not graded: the grading process handed back garbled results for this test."
     try:
+        result = manifest["results"].get(grade_id)
+        if not isinstance(result, dict):
+            if manifest.get("complete") is False:
+                return ("Not graded: the grading process of your notebook stopped before this test finished "
+                        "(a crash, a time or memory limit, or an exit).")
+            return "Not graded: the grading process handed back no result for this test."
+        if "missing" in result:
+            return _missing_message(function, manifest)
+        calls = result.get("calls")
+        if not isinstance(calls, list) or len(calls) != max(1, len(cell["cases"])):
+            return "Not graded: the grading process handed back garbled results for this test."
         checks.clear_session()
         _JUDGES[cell["check"]](cell, calls, outdir)
     except AssertionError as failure:
         return str(failure)
     except (HandbackError, UngradableModel) as error:
         return f"{function}: {error}"
-    except (KeyError, TypeError, ValueError, OSError) as error:
+    except (KeyError, TypeError, ValueError, OSError, AttributeError, IndexError) as error:
         return f"Not graded: the grading process handed back results the grader can't read ({type(error).__name__})."
+    except Exception as error:  # noqa: BLE001 - the grader's own failure on a model it loaded: still a verdict
+        return (f"Not graded: the grader failed on the model your code built ({type(error).__name__}: "
+                f"{str(error)[:300]}); please tell your instructor.")
     return None
 
 
