@@ -153,7 +153,7 @@ def run(data_dir=None, repeat: int = 3) -> dict:
     results = {
         "data_dir": str(data_dir),
         "repeat": repeat,
-        "cpus": datasets._worker_count(),
+        "cpus": datasets.core.worker_count(),
         "python": platform.python_version(),
         "load_average_before": _load_average(),
         "rows": [],

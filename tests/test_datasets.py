@@ -1,4 +1,4 @@
-"""Tests for resnet_course.datasets and resnet_course.pipelines.
+"""Tests for the resnet_course.datasets package and resnet_course.pipelines.
 
 Every form a loader reads is made here in miniature (HDF5, pickled batches and their
 tarball, CSV, image folders and zips), along with each kind of bad input. Downloads go to a
@@ -11,7 +11,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import http.server
-import io
 import os
 import pickle
 import subprocess
@@ -48,14 +47,12 @@ def isolated(tmp_path, monkeypatch):
     for variable in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "all_proxy"):
         monkeypatch.delenv(variable, raising=False)
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    offline = {
-        name: tuple(
+    for name, files in list(datasets.REMOTE_FILES.items()):
+        offline = tuple(
             RemoteFile(f.filename, (f"http://127.0.0.1:9/{f.filename}",), f.known_hash)
             for f in files
         )
-        for name, files in datasets.REMOTE_FILES.items()
-    }
-    monkeypatch.setattr(datasets, "REMOTE_FILES", offline)
+        monkeypatch.setitem(datasets.REMOTE_FILES, name, offline)
     monkeypatch.setitem(sys.modules, "kagglehub", None)
 
 
@@ -101,7 +98,7 @@ def cifar_batch(count: int, first_label: int = 0) -> dict:
 def make_cifar_batches(folder: Path, per_batch: int = 4, overrides: dict | None = None) -> dict:
     folder.mkdir(parents=True, exist_ok=True)
     batches = {}
-    for index, name in enumerate(datasets._CIFAR_BATCHES + ("test_batch",)):
+    for index, name in enumerate(datasets.cifar10.BATCH_NAMES + ("test_batch",)):
         batches[name] = cifar_batch(per_batch, first_label=index)
     batches["batches.meta"] = {
         b"label_names": [n.encode() for n in CIFAR10_CLASS_NAMES],
@@ -119,7 +116,7 @@ def expected_cifar(batches: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray, n
     def nhwc(data):
         return data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
 
-    train = [batches[name] for name in datasets._CIFAR_BATCHES]
+    train = [batches[name] for name in datasets.cifar10.BATCH_NAMES]
     return (
         np.concatenate([nhwc(b[b"data"]) for b in train]),
         np.concatenate([b[b"labels"] for b in train]),
@@ -574,6 +571,16 @@ def test_fer2013_converts_colour_images_to_grey(tmp_path):
     assert any((image[..., 0] == grey).all() for image in x_train[y_train == 3])
 
 
+def test_fer2013_converts_colour_jpegs_as_pillow_does(tmp_path, jpeg_decoder):
+    make_image_folders(tmp_path / "fer2013", "fer2013", per_class=1)
+    path = tmp_path / "fer2013" / "train" / "happy" / "Training_9999.jpg"
+    Image.fromarray(RNG.integers(0, 256, (48, 48, 3), dtype=np.uint8)).save(path, "JPEG")
+    (x_train, y_train), _, _ = datasets.load_fer2013(tmp_path)
+    with Image.open(path) as image:
+        grey = np.asarray(image.convert("L"))
+    assert any((image[..., 0] == grey).all() for image in x_train[y_train == 3])
+
+
 def test_unknown_test_split_is_rejected(tmp_path):
     with pytest.raises(DatasetError, match="'Validation' is not a FER-2013 test split"):
         datasets.load_fer2013(tmp_path, test_split="Validation")
@@ -583,8 +590,8 @@ def test_parallel_decoding_matches_and_reports_bad_members(tmp_path, monkeypatch
     truth = make_image_folders(tmp_path / "made", "cifar10", per_class=3, suffix=".jpg")
     (tmp_path / "cifar10").mkdir()
     zip_folder(tmp_path / "made", tmp_path / "cifar10" / "images.zip")
-    monkeypatch.setattr(datasets, "PARALLEL_MIN_IMAGES", 0)
-    monkeypatch.setattr(datasets, "_worker_count", lambda: 2)
+    monkeypatch.setattr(datasets.images, "PARALLEL_MIN_IMAGES", 0)
+    monkeypatch.setattr(datasets.core, "worker_count", lambda: 2)
     (x_train, y_train), _, _ = datasets.load_cifar10(tmp_path, cache=False)
     assert_matches(x_train, y_train, truth["train"])
     (tmp_path / "made" / "test" / "ship" / "0002.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
@@ -637,25 +644,59 @@ def test_bad_image_folders_name_the_folder_or_file(tmp_path, problem, as_zip):
         datasets.load_cifar10(tmp_path)
 
 
+@pytest.fixture(params=["simplejpeg", "pillow only"])
+def jpeg_decoder(request, monkeypatch):
+    """Each JPEG test runs with simplejpeg (when installed) and with Pillow alone."""
+    if request.param == "simplejpeg":
+        pytest.importorskip("simplejpeg")
+    else:
+        monkeypatch.setattr(datasets.images, "simplejpeg", None)
+    return request.param
+
+
 @pytest.mark.parametrize("progressive", [False, True])
-@pytest.mark.parametrize("shape, mode", [((48, 48, 1), "L"), ((32, 32, 3), "RGB")])
-def test_jpeg_fast_path_reads_the_frame_header_and_decodes_like_pillow(shape, mode, progressive):
-    buffer = io.BytesIO()
-    Image.fromarray(RNG.integers(0, 256, shape, dtype=np.uint8).squeeze()).save(
-        buffer, "JPEG", progressive=progressive, quality=90
-    )
-    data = buffer.getvalue()
-    assert datasets._jpeg_frame(data) == (8, shape[0], shape[1], shape[2])
-    expected = np.asarray(Image.open(io.BytesIO(data))).reshape(shape)
-    np.testing.assert_array_equal(datasets._decode_image(data, "test", shape, mode), expected)
-    png = io.BytesIO()
-    Image.fromarray(expected.squeeze()).save(png, "PNG")
-    assert datasets._jpeg_frame(png.getvalue()) is None
-    assert datasets._jpeg_frame(b"\xff\xd8\xff\xda") is None
+@pytest.mark.parametrize("name", ["fer2013", "cifar10"])
+def test_jpegs_in_a_zip_decode_exactly_as_pillow_decodes_them(tmp_path, name, progressive, jpeg_decoder):
+    """Baseline and progressive JPEGs, greyscale and colour: the loader's pixels are
+    Pillow's, and a PNG beside them is read as well."""
+    shape = datasets.IMAGE_SHAPES[name]
+    truth = make_image_folders(tmp_path / "made", name, per_class=1, suffix=".png")
+    expected = {}
+    for key, (pixels, _) in truth["train"].items():
+        png = tmp_path / "made" / "train" / key
+        if key.startswith(datasets.CLASS_NAMES[name][0] + "/"):
+            expected[key[:-4] + ".png"] = pixels  # one class stays PNG
+            continue
+        png.unlink()
+        jpeg = png.with_suffix(".jpg")
+        Image.fromarray(pixels.squeeze()).save(jpeg, "JPEG", progressive=progressive, quality=90)
+        with Image.open(jpeg) as image:
+            expected[key[:-4] + ".jpg"] = np.asarray(image).reshape(shape)
+    (tmp_path / name).mkdir()
+    zip_folder(tmp_path / "made", tmp_path / name / "images.zip", method=zipfile.ZIP_DEFLATED)
+    (x_train, _), _, _ = datasets.load_dataset(name, tmp_path)
+    assert len(x_train) == len(expected)
+    remaining = {pixels.tobytes() for pixels in expected.values()}
+    for image in x_train:
+        remaining.remove(image.tobytes())
+
+
+def test_corrupt_zip_member_names_the_member(tmp_path):
+    make_image_folders(tmp_path / "made", "cifar10", per_class=1)
+    archive = zip_folder(tmp_path / "made", tmp_path / "cifar10.zip")  # stored: bytes as they are
+    with zipfile.ZipFile(archive) as opened:
+        info = opened.getinfo("train/bird/0000.png")
+    data = bytearray(archive.read_bytes())
+    # Flip one pixel byte near the end of the member's data: its CRC no longer matches.
+    data[info.header_offset + 30 + len(info.filename) + info.compress_size - 20] ^= 0xFF
+    (tmp_path / "cifar10").mkdir()
+    (tmp_path / "cifar10" / "images.zip").write_bytes(bytes(data))
+    with pytest.raises(DatasetError, match=r"images.zip: cannot read member train/bird/0000.png \(Bad CRC"):
+        datasets.load_cifar10(tmp_path)
 
 
 @pytest.mark.parametrize("problem", ["truncated", "wrong size", "garbage after the marker"])
-def test_bad_jpegs_name_the_file(tmp_path, problem):
+def test_bad_jpegs_name_the_file(tmp_path, problem, jpeg_decoder):
     make_image_folders(tmp_path / "cifar10", "cifar10", per_class=1, suffix=".jpg")
     path = tmp_path / "cifar10" / "train" / "deer" / "0000.jpg"
     if problem == "truncated":
@@ -711,19 +752,20 @@ def test_fer2013_csv_is_preferred_over_image_folders(tmp_path):
     assert datasets.find_source("fer2013", tmp_path).form == "fer-csv"
 
 
-def test_fer2013_csv_fast_parser_agrees_across_many_threaded_chunks(tmp_path, monkeypatch):
+def test_fer2013_csv_read_by_worker_processes_in_many_chunks_agrees(tmp_path, monkeypatch):
     rows, images, _, usages = random_fer_rows(50)
     fer_csv(tmp_path / "fer2013" / "fer2013.csv", rows)
-    monkeypatch.setattr(datasets, "CSV_ROWS_PER_TASK", 4)
-    slow_calls = []
-    original = datasets._parse_pixel_rows_exactly
+    monkeypatch.setattr(datasets.fer2013, "PARALLEL_MIN_ROWS", 0)
+    monkeypatch.setattr(datasets.core, "worker_count", lambda: 4)  # 12 chunks of 4-5 rows
+    row_by_row_calls = []
+    original = datasets.fer2013._read_csv_row_by_row
     monkeypatch.setattr(
-        datasets, "_parse_pixel_rows_exactly",
-        lambda *args: slow_calls.append(1) or original(*args),
+        datasets.fer2013, "_read_csv_row_by_row",
+        lambda *args: row_by_row_calls.append(1) or original(*args),
     )
     (x_train, _), _, _ = datasets.load_fer2013(tmp_path, cache=False)
     np.testing.assert_array_equal(x_train, images[np.array(usages) == "Training"])
-    assert not slow_calls  # a well-formed file never needs the slow parser
+    assert not row_by_row_calls  # a well-formed file never needs the slow reader
 
 
 def test_fer2013_csv_tolerates_quotes_crlf_bom_and_extra_spaces(tmp_path):
@@ -829,7 +871,7 @@ def test_cache_is_used_then_invalidated_when_the_source_changes(tmp_path, monkey
     def no_decoding(source):
         raise AssertionError("decoded again despite a current cache")
 
-    monkeypatch.setitem(datasets._DECODERS, "fer-csv", no_decoding)
+    monkeypatch.setitem(datasets.fer2013.DECODERS, "fer-csv", no_decoding)
     second = datasets.load_fer2013(tmp_path)
     np.testing.assert_array_equal(first[0][0], second[0][0])
     monkeypatch.undo()
@@ -881,17 +923,16 @@ def test_describe_dataset_reports_counts_and_cache(tmp_path):
 
 
 def test_loading_does_not_import_tensorflow(tmp_path):
-    """The loaders themselves never import TensorFlow (the package's __init__ may)."""
+    """Importing the datasets package and loading never import TensorFlow."""
     make_signs(tmp_path / "signs")
     script = (
-        "import importlib.util, sys\n"
-        f"spec = importlib.util.spec_from_file_location('standalone', {str(REPOSITORY / 'resnet_course' / 'datasets.py')!r})\n"
-        "module = importlib.util.module_from_spec(spec); sys.modules['standalone'] = module\n"
-        "spec.loader.exec_module(module)\n"
-        f"module.load_signs({str(tmp_path)!r})\n"
+        "import sys\n"
+        "from resnet_course import datasets\n"
+        f"datasets.load_signs({str(tmp_path)!r})\n"
         "print('tensorflow' in sys.modules)\n"
     )
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
+                            cwd=REPOSITORY)
     assert result.stdout.strip() == "False"
 
 
@@ -921,7 +962,7 @@ def test_real_signs():
 def test_real_zips_have_the_expected_layout(name, counts):
     source = datasets.find_source(name, REAL_DATA)
     assert source.form == "image-zip"
-    listing = datasets._list_zip(name, source.path)
+    listing = {"cifar10": datasets.cifar10, "fer2013": datasets.fer2013}[name].list_images(source)
     assert {split: len(items) for split, items in listing.items()} == counts
 
 
