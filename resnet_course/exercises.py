@@ -292,6 +292,8 @@ def judge_confusion_matrix(index, total, case, result) -> None:
         hint = (" (the labels don't use every class: size it with num_classes, not with the largest label)"
                 if case.present else "")
         raise fail(f"the matrix has shape {result.shape}, expected {expected.shape}{hint}.")
+    if not (np.issubdtype(result.dtype, np.number) or result.dtype == bool):
+        raise fail(f"the matrix has dtype {result.dtype}: it must hold counts, integers (e.g. dtype=int).")
     if not np.issubdtype(result.dtype, np.number) or not np.array_equal(result, expected):
         if np.array_equal(result, expected.T):
             raise fail("rows and columns are swapped: C[i, j] counts examples of TRUE class i "

@@ -264,12 +264,21 @@ def _judge_confusion_matrix(cell, calls, outdir):
         if record.get("returned_type") == "NoneType":
             result = None
         elif "array" not in record.get("result", {}):
-            raise exercises._fail("confusion_matrix", index, total, case,
-                                  f"wrong counts: it didn't return a matrix of numbers "
-                                  f"({record.get('result', {}).get('unreadable', 'nothing readable')}).")
+            # not numbers (the child doesn't save such arrays): its shape and dtype tell the judge enough
+            result = _stand_in(record.get("result", {}))
         else:
             result = _array(outdir, record["result"])
         exercises.judge_confusion_matrix(index, total, case, result)
+
+
+def _stand_in(description: dict) -> np.ndarray:
+    """An array of the shape and dtype the child described (a broadcast view: no memory for its size)."""
+    try:
+        dtype = np.dtype(str(description.get("dtype", "object"))[:50])
+    except (TypeError, ValueError):
+        dtype = np.dtype(object)
+    shape = tuple(int(d) for d in description.get("shape", (0,)))[:32]
+    return np.broadcast_to(np.empty((), dtype=dtype), shape)
 
 
 def _judge_most_confused_pair(cell, calls, outdir):
