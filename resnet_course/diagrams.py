@@ -46,8 +46,15 @@ COLORS = {
 }
 
 
-def _box(ax, x, y, text, kind, *, width=1.0, height=0.9, fontsize=8.5, bold=False, note=None):
-    """A rounded box centred on (x, y), with an optional small note underneath."""
+#: The width the notebooks show a figure at: JupyterLab's output area on a 1366-pixel-wide screen
+#: with the file browser open is about 930 pixels; a wider PNG is scaled down, and its text with it.
+NOTEBOOK_WIDTH_PX = 900
+#: The smallest font, in points, of the figures: 8 pt at 100 dpi is 11 pixels, unscaled.
+MIN_FONT_PT = 8
+
+
+def _box(ax, x, y, text, kind, *, width=1.0, height=0.9, fontsize=9, bold=False, note=None):
+    """A rounded box centred on (x, y), with an optional note (layer names) underneath."""
     from matplotlib.patches import FancyBboxPatch
 
     ax.add_patch(
@@ -61,10 +68,11 @@ def _box(ax, x, y, text, kind, *, width=1.0, height=0.9, fontsize=8.5, bold=Fals
             linewidth=2.2 if bold else 1.0,
         )
     )
-    ax.text(x, y, text, ha="center", va="center", fontsize=fontsize, fontweight="bold" if bold else "normal")
+    ax.text(x, y, text, ha="center", va="center", fontsize=fontsize, fontweight="bold" if bold else "normal",
+            linespacing=1.25)
     if note:
-        ax.text(x, y - height / 2 - 0.12, note, ha="center", va="top", fontsize=6.5, color="#555555",
-                family="monospace")
+        ax.text(x, y - height / 2 - 0.1, note, ha="center", va="top", fontsize=MIN_FONT_PT, color="#333333",
+                family="monospace", linespacing=1.2)
 
 
 def _arrow(ax, start, end, *, color="#333333"):
@@ -78,54 +86,60 @@ def _line(ax, points, *, color="#333333"):
 
 
 def _draw_flow(main, *, shortcut=None, title, input_label, output_label, after_add=None,
-               skip_label=None, footnote=None, figsize=None):
+               skip_label=None, footnote=None, box_w=1.2, box_h=0.9, step=1.5):
     """Draw a left-to-right block: main-path boxes, an Add, what follows it, and a shortcut above.
 
-    ``main``, ``shortcut`` and ``after_add`` are lists of dicts with keys
-    ``text``, ``kind`` and optionally ``note`` (a layer name) and ``bold``.
+    ``main``, ``shortcut`` and ``after_add`` are lists of dicts with keys ``text``, ``kind`` and
+    optionally ``note`` (layer names) and ``bold``. The figure is ``NOTEBOOK_WIDTH_PX`` wide at
+    100 dpi, so a notebook shows it unscaled and its smallest text at 11 pixels.
     """
     from matplotlib.patches import Circle
 
     plt = _pyplot()
-    step, box_w, io_w = 1.5, 1.2, 1.6
+    io_w, small_w = 1.25, 0.9
     after_add = after_add or []
     x_in = 0.0
-    x_first = x_in + io_w / 2 + 0.35 + box_w / 2
+    x_first = x_in + io_w / 2 + 0.3 + box_w / 2
     xs_main = [x_first + step * i for i in range(len(main))]
-    x_add = xs_main[-1] + step
-    xs_after = [x_add + step * (i + 1) for i in range(len(after_add))]
-    x_out = (xs_after[-1] if xs_after else x_add) + box_w / 2 + 0.35 + io_w / 2
-    y_main, y_top = 0.0, 1.7
-    bottom = -1.45 if footnote else -1.15
+    x_add = xs_main[-1] + box_w / 2 + 0.55
+    xs_after = [x_add + 0.55 + small_w / 2 + (small_w + 0.4) * i for i in range(len(after_add))]
+    x_out = (xs_after[-1] + small_w / 2 if xs_after else x_add) + 0.3 + io_w / 2
+    notes = max([spec.get("note", "").count("\n") + 1 for spec in main if spec.get("note")] or [0])
+    y_main = 0.0
+    y_top = box_h / 2 + 0.3 * notes + 0.2 + (box_h * 0.4 + 0.3 * notes + 0.15 if shortcut else 0.3)
+    bottom = -box_h / 2 - 0.3 * notes - 0.25 - (0.45 if footnote else 0.0)
+    top = y_top + (box_h * 0.4 + 0.1 if shortcut else 0.4)
 
-    width = x_out + io_w / 2 + 0.2 - (x_in - io_w / 2 - 0.2)
-    fig, ax = plt.subplots(figsize=figsize or (0.82 * width, 0.82 * (y_top + 1.0 - bottom) + 0.4))
-    ax.set_xlim(x_in - io_w / 2 - 0.2, x_out + io_w / 2 + 0.2)
-    ax.set_ylim(bottom, y_top + 1.0)
+    left, right = x_in - io_w / 2 - 0.1, x_out + io_w / 2 + 0.1
+    width_in = NOTEBOOK_WIDTH_PX / 100
+    fig, ax = plt.subplots(figsize=(width_in, width_in * (top - bottom) / (right - left) + 0.45), dpi=100)
+    ax.set_xlim(left, right)
+    ax.set_ylim(bottom, top)
     ax.set_aspect("equal")
     ax.axis("off")
 
-    _box(ax, x_in, y_main, input_label, "io", width=io_w, height=0.8, fontsize=9)
-    _box(ax, x_out, y_main, output_label, "io", width=io_w, height=0.8, fontsize=9)
+    _box(ax, x_in, y_main, input_label, "io", width=io_w, height=box_h)
+    _box(ax, x_out, y_main, output_label, "io", width=io_w, height=box_h)
 
     previous = x_in + io_w / 2
     for x, spec in zip(xs_main, main):
         _arrow(ax, (previous, y_main), (x - box_w / 2, y_main))
-        _box(ax, x, y_main, spec["text"], spec["kind"], width=box_w, note=spec.get("note"), bold=spec.get("bold", False))
+        _box(ax, x, y_main, spec["text"], spec["kind"], width=box_w, height=box_h, note=spec.get("note"),
+             bold=spec.get("bold", False))
         previous = x + box_w / 2
 
-    _arrow(ax, (previous, y_main), (x_add - 0.25, y_main))
-    ax.add_patch(Circle((x_add, y_main), 0.25, facecolor=COLORS["add"], edgecolor="#444444"))
+    _arrow(ax, (previous, y_main), (x_add - 0.22, y_main))
+    ax.add_patch(Circle((x_add, y_main), 0.22, facecolor=COLORS["add"], edgecolor="#444444"))
     ax.text(x_add, y_main, "+", ha="center", va="center", fontsize=14, fontweight="bold")
-    previous = x_add + 0.25
+    previous = x_add + 0.22
     for x, spec in zip(xs_after, after_add):
-        _arrow(ax, (previous, y_main), (x - box_w / 2, y_main))
-        _box(ax, x, y_main, spec["text"], spec["kind"], width=box_w, note=spec.get("note"), bold=spec.get("bold", False))
-        previous = x + box_w / 2
+        _arrow(ax, (previous, y_main), (x - small_w / 2, y_main))
+        _box(ax, x, y_main, spec["text"], spec["kind"], width=small_w, height=0.6)
+        previous = x + small_w / 2
     _arrow(ax, (previous, y_main), (x_out - io_w / 2, y_main))
 
     # The shortcut: up from the input, along the top, down into the Add.
-    x_split = x_in + io_w / 2 + 0.17
+    x_split = x_in + io_w / 2 + 0.15
     skip_color = "#1c4587"
     if shortcut:
         centre = (x_split + x_add) / 2
@@ -135,21 +149,22 @@ def _draw_flow(main, *, shortcut=None, title, input_label, output_label, after_a
         for i, (x, spec) in enumerate(zip(xs_short, shortcut)):
             if i:
                 _arrow(ax, (xs_short[i - 1] + box_w / 2, y_top), (x - box_w / 2, y_top), color=skip_color)
-            _box(ax, x, y_top, spec["text"], spec["kind"], width=box_w, note=spec.get("note"),
+            _box(ax, x, y_top, spec["text"], spec["kind"], width=box_w, height=box_h * 0.8, note=spec.get("note"),
                  bold=spec.get("bold", False))
         _line(ax, [(xs_short[-1] + box_w / 2, y_top), (x_add, y_top)], color=skip_color)
     else:
         _line(ax, [(x_split, y_main), (x_split, y_top), (x_add, y_top)], color=skip_color)
-    _arrow(ax, (x_add, y_top), (x_add, y_main + 0.25), color=skip_color)
+    _arrow(ax, (x_add, y_top), (x_add, y_main + 0.22), color=skip_color)
     ax.plot([x_split], [y_main], "o", color=skip_color, ms=4)
     if skip_label:
-        ax.text(x_split + 0.15, y_top + 0.12, skip_label, ha="left", va="bottom", fontsize=9, color=skip_color,
+        ax.text(x_split + 0.12, y_top + 0.08, skip_label, ha="left", va="bottom", fontsize=9, color=skip_color,
                 style="italic")
 
-    ax.set_title(title, fontsize=11)
+    ax.set_title(title, fontsize=10, wrap=True)
     if footnote:
-        ax.text((x_in + x_out) / 2, bottom + 0.05, footnote, ha="center", va="bottom", fontsize=8, color="#333333")
-    fig.tight_layout()
+        ax.text((left + right) / 2, bottom + 0.02, footnote, ha="center", va="bottom", fontsize=MIN_FONT_PT + 0.5,
+                color="#333333", wrap=True)
+    fig.tight_layout(pad=0.3)
     return fig
 
 
@@ -163,25 +178,18 @@ def _block_names(stage, block, *, shortcut: bool) -> dict[str, str]:
 
 
 def _main_path(names, *, stride: bool):
-    stride_text = "stride s, " if stride else ""
+    """The main path as three boxes, one per conv with its batch norm (and ReLU), names underneath."""
+    first = "Conv2D 1×1, F1\nstride s, valid" if stride else "Conv2D 1×1, F1\nvalid"
     return [
-        dict(text=f"Conv2D\n1×1, F1\n{stride_text}valid", kind="conv", note=names["conv_2a"], bold=stride),
-        dict(text="BatchNorm", kind="bn", note=names["bn_2a"]),
-        dict(text="ReLU", kind="relu"),
-        dict(text="Conv2D\nf×f, F2\nsame", kind="conv", note=names["conv_2b"]),
-        dict(text="BatchNorm", kind="bn", note=names["bn_2b"]),
-        dict(text="ReLU", kind="relu"),
-        dict(text="Conv2D\n1×1, F3\nvalid", kind="conv", note=names["conv_2c"]),
-        dict(text="BatchNorm", kind="bn", note=names["bn_2c"]),
+        dict(text=f"{first}\nBatchNorm\nReLU", kind="conv", note=f"{names['conv_2a']}\n{names['bn_2a']}",
+             bold=stride),
+        dict(text="Conv2D f×f, F2\nsame\nBatchNorm\nReLU", kind="conv", note=f"{names['conv_2b']}\n{names['bn_2b']}"),
+        dict(text="Conv2D 1×1, F3\nvalid\nBatchNorm", kind="conv", note=f"{names['conv_2c']}\n{names['bn_2c']}"),
     ]
 
 
-def _stagger(specs):
-    """Alternate the name notes up and down a little so long names don't overlap."""
-    for i, spec in enumerate(specs):
-        if spec.get("note") and i % 2:
-            spec["note"] = "\n\n" + spec["note"]
-    return specs
+def _block_title(kind: str, stage, block) -> str:
+    return f"{kind} res{stage}{block}" if stage is not None and block is not None else kind
 
 
 def draw_identity_block(stage=None, block=None):
@@ -191,14 +199,15 @@ def draw_identity_block(stage=None, block=None):
     """
     names = _block_names(stage, block, shortcut=False)
     return _draw_flow(
-        _stagger(_main_path(names, stride=False)),
-        title="Identity block: the shortcut adds the input unchanged (shapes must match: F3 = C)",
+        _main_path(names, stride=False),
+        title=f"{_block_title('Identity block', stage, block)}: the shortcut adds the input unchanged "
+              "(shapes must match: F3 = C)",
         input_label="X\n(n_H, n_W, C)",
-        output_label="output\n(n_H, n_W, F3)",
+        output_label="output\n(n_H, n_W,\nF3)",
         after_add=[dict(text="ReLU", kind="relu")],
         skip_label="shortcut: X_shortcut = X (identity)",
-        footnote="a[l+2] = ReLU(z[l+2] + a[l]): main path z[l+2] plus the block's input a[l]; "
-        "conv and batch-norm names under the boxes",
+        footnote="a[l+2] = ReLU(z[l+2] + a[l]); the conv and batch-norm names are under the boxes",
+        box_w=2.0, box_h=1.55, step=2.45,
     )
 
 
@@ -207,18 +216,19 @@ def draw_convolutional_block(stage=None, block=None):
     and a 1x1 conv (stride s, F3 filters) + BN on the shortcut."""
     names = _block_names(stage, block, shortcut=True)
     return _draw_flow(
-        _stagger(_main_path(names, stride=True)),
-        shortcut=_stagger([
-            dict(text="Conv2D\n1×1, F3\nstride s, valid", kind="conv", note=names["conv_1"], bold=True),
-            dict(text="BatchNorm", kind="bn", note=names["bn_1"]),
-        ]),
-        title="Convolutional block: a 1×1 projection on the shortcut changes the shape (stride s in red)",
+        _main_path(names, stride=True),
+        shortcut=[
+            dict(text="Conv2D 1×1, F3\nstride s, valid\nBatchNorm", kind="conv",
+                 note=f"{names['conv_1']}\n{names['bn_1']}", bold=True),
+        ],
+        title=f"{_block_title('Convolutional block', stage, block)}: a 1×1 projection on the shortcut "
+              "changes the shape (stride s in red)",
         input_label="X\n(n_H, n_W, C)",
-        output_label="output\n(⌈n_H/s⌉, ⌈n_W/s⌉,\nF3)",
+        output_label="output\n(⌈n_H/s⌉,\n⌈n_W/s⌉, F3)",
         after_add=[dict(text="ReLU", kind="relu")],
         skip_label="shortcut: W_s · X",
-        footnote="a[l+2] = ReLU(z[l+2] + W_s a[l]): both paths end with shape (⌈n_H/s⌉, ⌈n_W/s⌉, F3), "
-        "so they can be added",
+        footnote="a[l+2] = ReLU(z[l+2] + W_s a[l]): both paths end with shape (⌈n_H/s⌉, ⌈n_W/s⌉, F3)",
+        box_w=2.0, box_h=1.55, step=2.45,
     )
 
 
@@ -236,12 +246,10 @@ def draw_skip_connection():
         output_label="a[l+2]",
         skip_label="skip connection (shortcut): a[l]",
         footnote="plain: a[l+2] = g(z[l+2])        residual: a[l+2] = g(z[l+2] + a[l])",
-        figsize=(8.5, 3.0),
     )
 
 
 # --- ResNet-50, stage by stage ------------------------------------------------------------
-
 
 
 def resnet50_plan(input_shape=(64, 64, 3), classes=6) -> list[dict]:
@@ -269,7 +277,7 @@ def resnet50_plan(input_shape=(64, 64, 3), classes=6) -> list[dict]:
         h, w = math.ceil(h / stride), math.ceil(w / stride)
         plan.append(dict(
             name=f"stage {stage}",
-            text=f"Stage {stage}\nCONV block s={stride}\n+ {identities} ID blocks\n[{', '.join(map(str, filters))}]",
+            text=f"Stage {stage}\nconv block s={stride}\n+ {identities} ID blocks\n[{', '.join(map(str, filters))}]",
             shape=(h, w, filters[2]),
             kind="stage",
         ))
@@ -283,22 +291,24 @@ def draw_resnet50(input_shape=(64, 64, 3), classes=6):
     """ResNet-50 stage by stage, with the output shape of each part."""
     plt = _pyplot()
     plan = resnet50_plan(input_shape, classes)
-    step, box_w, box_h = 2.0, 1.75, 1.5
-    fig, ax = plt.subplots(figsize=(14, 2.7))
-    ax.set_xlim(-1.1, step * (len(plan) - 1) + 1.1)
-    ax.set_ylim(-1.45, 1.05)
+    step, box_w, box_h = 2.0, 1.9, 1.75
+    width_in = NOTEBOOK_WIDTH_PX / 100  # shown unscaled in a notebook (see NOTEBOOK_WIDTH_PX)
+    fig, ax = plt.subplots(figsize=(width_in, 3.1), dpi=100)
+    ax.set_xlim(-1.0, step * (len(plan) - 1) + 1.0)
+    ax.set_ylim(-1.35, 0.95)
     ax.set_aspect("equal")
     ax.axis("off")
     for i, part in enumerate(plan):
         x = i * step
-        _box(ax, x, 0, part["text"], part["kind"], width=box_w, height=box_h, fontsize=7.5)
+        _box(ax, x, 0, part["text"], part["kind"], width=box_w, height=box_h, fontsize=MIN_FONT_PT)
         shape = "×".join(map(str, part["shape"]))
-        ax.text(x, -box_h / 2 - 0.12, shape, ha="center", va="top", fontsize=8, family="monospace", color="#1c4587")
+        ax.text(x, -box_h / 2 - 0.1, shape, ha="center", va="top", fontsize=MIN_FONT_PT + 1, family="monospace",
+                color="#1c4587")
         if i:
             _arrow(ax, ((i - 1) * step + box_w / 2, 0), (x - box_w / 2, 0))
-    ax.set_title("ResNet-50 (v1): a stem, four stages of bottleneck blocks (3 + 4 + 6 + 3 = 16 blocks), a classifier;"
-                 " output shape of each part in blue", fontsize=10)
-    fig.tight_layout()
+    ax.set_title("ResNet-50 (v1): a stem, four stages of bottleneck blocks (3 + 4 + 6 + 3 = 16 blocks),\n"
+                 "a classifier; the output shape of each part in blue", fontsize=10)
+    fig.tight_layout(pad=0.3)
     return fig
 
 
@@ -446,7 +456,7 @@ def graphviz_available() -> bool:
     return shutil.which("dot") is not None
 
 
-def plot_architecture(model, *, dpi: int = 48):
+def plot_architecture(model, *, dpi: int = 56):
     """Draw ``model`` with ``keras.utils.plot_model`` where graphviz is installed; else print the text diagram.
 
     Returns an ``IPython.display.Image`` (it shows itself as a cell's last
@@ -458,7 +468,8 @@ def plot_architecture(model, *, dpi: int = 48):
         with tempfile.TemporaryDirectory() as folder:
             path = os.path.join(folder, "model.png")
             try:
-                keras.utils.plot_model(model, to_file=path, show_shapes=True, dpi=dpi)
+                # graphviz's 14-point labels at 56 dpi are 11 pixels high; the names say which block is which
+                keras.utils.plot_model(model, to_file=path, show_shapes=True, show_layer_names=True, dpi=dpi)
                 with open(path, "rb") as f:
                     data = f.read()
             except Exception as exc:  # noqa: BLE001 - graphviz half-installed: fall back to text

@@ -152,3 +152,104 @@ def test_plot_architecture_with_graphviz():
     model = student_style_resnet()
     image = diagrams.plot_architecture(model)
     assert image is not None and image.data[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# --- readable at the width a notebook shows them ------------------------------------------
+
+#: JupyterLab's output area is about 930 px wide on a 1366-px screen with the file browser open
+#: (measured in tests/test_browser.py's set-up); a wider PNG is scaled down to it.
+SHOWN_WIDTH_PX = 900
+MIN_TEXT_PX = 10
+
+
+def _shown_text_sizes(fig, shown_width=SHOWN_WIDTH_PX):
+    """(text, font size in screen pixels, line height in screen pixels) of every visible text of
+    ``fig`` as a notebook shows it: the inline backend saves the PNG at the figure's dpi with
+    bbox_inches="tight", and the browser scales it down when it is wider than the output area."""
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    png_width = fig.get_tightbbox(renderer).width * fig.dpi
+    scale = min(1.0, shown_width / png_width)
+    sizes = []
+    for text in fig.findobj(matplotlib.text.Text):
+        if not text.get_visible() or not text.get_text().strip():
+            continue
+        lines = text.get_text().count("\n") + 1
+        line_px = text.get_window_extent(renderer).height / lines * scale
+        sizes.append((text.get_text(), text.get_fontsize() * fig.dpi / 72 * scale, line_px))
+    return sizes, png_width
+
+
+NOTEBOOK_FIGURES = {  # as the notebooks call them
+    "01 skip connection": lambda: diagrams.draw_skip_connection(),
+    "01 identity block": lambda: diagrams.draw_identity_block(stage=2, block="b"),
+    "02 convolutional block": lambda: diagrams.draw_convolutional_block(stage=3, block="a"),
+    "03 ResNet-50 overview": lambda: diagrams.draw_resnet50(input_shape=(64, 64, 3), classes=6),
+    "template names": lambda: diagrams.draw_convolutional_block(),
+}
+
+
+@pytest.mark.parametrize("name", list(NOTEBOOK_FIGURES))
+def test_figures_text_is_readable_at_notebook_width(name):
+    fig = NOTEBOOK_FIGURES[name]()
+    sizes, png_width = _shown_text_sizes(fig)
+    diagrams.close(fig)
+    assert png_width <= SHOWN_WIDTH_PX + 20, f"{name}: {png_width:.0f} px wide, scaled down in a notebook"
+    small = [(text, round(font), round(line)) for text, font, line in sizes
+             if font < MIN_TEXT_PX or line < MIN_TEXT_PX]
+    assert not small, f"{name}: text under {MIN_TEXT_PX} px at {SHOWN_WIDTH_PX} px wide: {small}"
+
+
+def test_the_size_check_catches_a_wide_figure():
+    """The figures before this check: 14 inches at 100 dpi, 7.5-point text, shown 900 px wide."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(14, 2.7), dpi=100)
+    ax.text(0.5, 0.5, "Stage 2\nCONV block s=1", fontsize=7.5)
+    sizes, png_width = _shown_text_sizes(fig)
+    plt.close(fig)
+    assert png_width > 1000  # the axes span most of the 1,400 pixels
+    font = next(font for text, font, _ in sizes if text.startswith("Stage 2"))
+    assert font < 9  # 7.5 pt = 10.4 px at 100 dpi, scaled by 900 / png_width
+
+
+@pytest.mark.parametrize("name", ["01 identity block", "02 convolutional block", "03 ResNet-50 overview"])
+def test_box_labels_fit_in_their_boxes(name):
+    from matplotlib.patches import FancyBboxPatch
+
+    fig = NOTEBOOK_FIGURES[name]()
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    ax = fig.axes[0]
+    boxes = [p.get_window_extent(renderer) for p in ax.patches if isinstance(p, FancyBboxPatch)]
+    for text in ax.texts:
+        extent = text.get_window_extent(renderer)
+        centre = ((extent.x0 + extent.x1) / 2, (extent.y0 + extent.y1) / 2)
+        box = next((b for b in boxes if b.contains(*centre)), None)
+        if box is not None:
+            assert extent.width <= box.width and extent.height <= box.height, (name, text.get_text())
+    diagrams.close(fig)
+
+
+# --- the per-stage summary ------------------------------------------------------------------
+
+
+def test_stage_summary_adds_up(resnet50):
+    from resnet_course.summary import stage_summary, stage_summary_text
+
+    rows = stage_summary(resnet50)
+    assert [r["part"] for r in rows] == ["stage 1 (stem)", "stage 2", "stage 3", "stage 4", "stage 5", "head"]
+    assert [r["blocks"] for r in rows[1:5]] == [3, 4, 6, 3]
+    assert sum(r["params"] for r in rows) == resnet50.count_params() == 23_600_006
+    assert sum(r["layers"] for r in rows) == len(resnet50.layers) - 1  # all but the InputLayer
+    assert rows[4]["output"] == (None, 2, 2, 2048) and rows[-1]["output"] == (None, 6)
+    text = stage_summary_text(resnet50)
+    assert "23,600,006" in text and len(text.splitlines()) == 8
+
+
+def test_show_summary_prints_outside_ipython(resnet50, capsys):
+    from resnet_course.summary import show_summary
+
+    show_summary(resnet50)
+    out = capsys.readouterr().out
+    assert out.startswith("part") and "conv1_pad (ZeroPadding2D)" in out
