@@ -47,8 +47,12 @@ c.ExecutePreprocessor.interrupt_on_timeout = True
 c.Autograde.create_student = True
 
 # Feedback shows each test's result and the grader's messages, but not the hidden tests' code,
-# so the hidden tests stay hidden for the next cohort.
+# so the hidden tests stay hidden for the next cohort: ClearHiddenTests takes them out of the
+# cells' source, FeedbackView out of the error outputs (a graded cell's error keeps only its
+# message, the grader's diagnosis) and wraps long lines, which the page would otherwise clip.
 from nbconvert.preprocessors import CSSHTMLHeaderPreprocessor  # noqa: E402
 from nbgrader.preprocessors import ClearHiddenTests, GetGrades  # noqa: E402
 
-c.GenerateFeedback.preprocessors = [GetGrades, ClearHiddenTests, CSSHTMLHeaderPreprocessor]
+from resnet_course.feedback import FeedbackView  # noqa: E402
+
+c.GenerateFeedback.preprocessors = [GetGrades, ClearHiddenTests, CSSHTMLHeaderPreprocessor, FeedbackView]

@@ -115,3 +115,48 @@ def test_setup_cell_pins_the_package_version_and_starts_quietly(path):
     assert "@v{COURSE_VERSION}" in setup.source and "--quiet" not in setup.source
     assert "startup.import_tensorflow_quietly()" in setup.source
     assert "Run All" in nb.cells[0].source and "YOUR CODE HERE" in nb.cells[0].source
+
+
+def test_feedback_html_shows_the_diagnosis_wrapped_and_no_hidden_test_code():
+    """A failed hidden-test cell as autograde leaves it (source and traceback with the hidden
+    cases), through nbgrader_config.py's feedback preprocessors and nbgrader's feedback template."""
+    from pathlib import Path
+
+    import nbformat
+    import nbgrader
+    from nbconvert import HTMLExporter
+    from nbconvert.preprocessors import CSSHTMLHeaderPreprocessor
+    from nbgrader.preprocessors import ClearHiddenTests
+    from traitlets.config import Config
+
+    from resnet_course.feedback import FeedbackView
+
+    hidden = ("check_identity_block(identity_block, cases=[\n"
+              "    BlockCase((4, 4, 1024), 3, (256, 256, 1024), 4, 'f'),\n])")
+    source = f"X = 1\n### BEGIN HIDDEN TESTS\n{hidden}\n### END HIDDEN TESTS"
+    diagnosis = ("identity_block failed on case 2 of 3: identity_block(X, f=3, filters=[256, 256, 1024], stage=4, "
+                 "block='f') with X = keras.Input(shape=(4, 4, 1024)).\nHint: use kernel_size=(f, f).")
+    cell = nbformat.v4.new_code_cell(source, metadata={"nbgrader": {
+        "grade": True, "grade_id": "hidden_tests_identity_block", "locked": True, "points": 3, "score": 0.0,
+        "schema_version": 3, "solution": False, "task": False}})
+    cell.outputs = [nbformat.v4.new_output("error", ename="AssertionError", evalue=diagnosis, traceback=[
+        "Traceback (most recent call last)", f"----> 3 {hidden}",
+        "File /work/main/resnet_course/grading/checks.py:192, in _compare_or_fail(ctx)",
+        f"AssertionError: {diagnosis}"])]
+    nb = nbformat.v4.new_notebook(cells=[cell])
+
+    formgrader = Path(nbgrader.__file__).parent / "server_extensions" / "formgrader"
+    config = Config()  # as nbgrader's GenerateFeedback sets up its exporter
+    config.HTMLExporter.template_name = "feedback"
+    config.HTMLExporter.extra_template_basedirs = [str(formgrader / "templates")]
+    config.HTMLExporter.extra_template_paths = [
+        str(formgrader / "static" / "node_modules" / "bootstrap" / "dist" / "css")]
+    exporter = HTMLExporter(config=config)
+    for preprocessor in (ClearHiddenTests, CSSHTMLHeaderPreprocessor, FeedbackView):
+        exporter.register_preprocessor(preprocessor, enabled=True)
+    html, _ = exporter.from_notebook_node(nb, resources={"nbgrader": {
+        "notebook": "identity_block", "score": 0.0, "max_score": 3.0, "late_penalty": 0.0}})
+
+    assert "identity_block failed on case 2 of 3" in html and "Hint: use kernel_size" in html
+    assert "BlockCase" not in html and "HIDDEN TESTS" not in html and "grading/checks.py" not in html
+    assert "white-space: pre-wrap" in html
