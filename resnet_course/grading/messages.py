@@ -63,6 +63,12 @@ class Failure(AssertionError):
         self.text = text
         self.hint = hint
 
+    def _render_traceback_(self):
+        """What IPython shows instead of a traceback (the notebook, Validate, the feedback): the
+        diagnosis alone, first line in red; it names the student's failing line when their code raised."""
+        lines = str(self).splitlines() or [type(self).__name__]
+        return ["\x1b[31m" + lines[0] + "\x1b[0m", *lines[1:]]
+
 
 class NoDiagnosis(Exception):
     """The partial graph of a failed call shows no difference before its end."""
