@@ -1,4 +1,5 @@
-"""Tests of the grader, resnet_course.grading.
+"""Tests of the grader, resnet_course.grading (the notebook's checks; trusted grading's data path is in
+tests/test_grading_program.py, test_grading_data_path.py and test_grading_exercises_path.py).
 
 The reference passes every check; each equivalent style of writing the blocks
 passes; each typical mistake fails with its own message. The mistaken
@@ -281,3 +282,67 @@ def test_resnet50_mistakes(options, cases, pattern):
     assert message.startswith("ResNet50 ")
     assert re.search(pattern, message), message
     assert "Hint: " in message
+
+
+# --- the same messages from models handed back as config JSON (trusted grading) ---------------------
+
+
+def _handed_back(outcome):
+    """``outcome`` as the trusted grader sees it: its models rebuilt from their config JSON."""
+    from resnet_course.grading.allowlist import load_model
+
+    if outcome.model is not None:
+        outcome.model = load_model(outcome.model.to_json())
+    if outcome.diagnosis_model is not None:
+        outcome.diagnosis_model = load_model(outcome.diagnosis_model.to_json())
+    return outcome
+
+
+def _judged_after_handback(fn_name, fn, case, count):
+    from resnet_course.grading.calls import call_block
+    from resnet_course.grading.checks import clear_session, judge_block, reference_block
+
+    clear_session()
+    reference = reference_block(fn_name, case)
+    outcome = _handed_back(call_block(fn, fn_name, case))
+    with pytest.raises(AssertionError) as info:
+        judge_block(fn_name, 1, count, case, outcome, reference)
+    return str(info.value)
+
+
+SERIALISABLE_IDENTITY_MISTAKES = {k: v for k, v in IDENTITY_MISTAKES.items()
+                                  if "conv_layer" not in v[0] and "bn_layer" not in v[0]}
+
+
+@pytest.mark.parametrize("options", [v[0] for v in SERIALISABLE_IDENTITY_MISTAKES.values()],
+                         ids=SERIALISABLE_IDENTITY_MISTAKES.keys())
+def test_identity_block_mistakes_word_for_word_after_handback(options):
+    fn = student_identity_block(**options)
+    direct = _message(check_identity_block, fn)
+    assert _judged_after_handback("identity_block", fn, IDENTITY_BLOCK_CASES[0], 3) == direct
+
+
+@pytest.mark.parametrize("options", [v[0] for v in CONVOLUTIONAL_MISTAKES.values()], ids=CONVOLUTIONAL_MISTAKES.keys())
+def test_convolutional_block_mistakes_word_for_word_after_handback(options):
+    fn = student_convolutional_block(**options)
+    direct = _message(check_convolutional_block, fn)
+    assert _judged_after_handback("convolutional_block", fn, CONVOLUTIONAL_BLOCK_CASES[0], 3) == direct
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["wrong stride in stage 3", "wrong stride in stage 2 (the model no longer builds)",
+                                  "missing max-pool", "Dense without softmax", "returns a tensor"])
+def test_resnet50_mistakes_word_for_word_after_handback(name):
+    from resnet_course.grading.calls import call_resnet50
+    from resnet_course.grading.checks import clear_session, judge_resnet50, reference_resnet50
+
+    options, cases, _ = MODEL_MISTAKES[name]
+    case = (cases or RESNET50_CASES)[0]
+    fn = student_resnet50(**options)
+    direct = _message(check_resnet50, fn, cases=[case])
+    clear_session()
+    reference = reference_resnet50(tuple(case.input_shape), case.classes)
+    outcome = _handed_back(call_resnet50(fn, case))
+    with pytest.raises(AssertionError) as info:
+        judge_resnet50(1, 1, case, outcome, reference)
+    assert str(info.value) == direct
