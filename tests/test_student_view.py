@@ -160,3 +160,13 @@ def test_feedback_html_shows_the_diagnosis_wrapped_and_no_hidden_test_code():
     assert "identity_block failed on case 2 of 3" in html and "Hint: use kernel_size" in html
     assert "BlockCase" not in html and "HIDDEN TESTS" not in html and "grading/checks.py" not in html
     assert "white-space: pre-wrap" in html
+
+
+def test_grader_failure_renders_as_the_diagnosis_alone():
+    from resnet_course.grading.messages import Failure
+
+    failure = Failure("identity_block failed on case 1 of 3: ...\nLayer 'res1a_branch2b' has kernel_size (1, 1)\n"
+                      "Hint: use kernel_size=(f, f).", text="...", hint="use kernel_size=(f, f).")
+    lines = failure._render_traceback_()
+    assert lines[0] == "\x1b[31midentity_block failed on case 1 of 3: ...\x1b[0m"
+    assert lines[1:] == ["Layer 'res1a_branch2b' has kernel_size (1, 1)", "Hint: use kernel_size=(f, f)."]
