@@ -241,3 +241,31 @@ def test_unknown_submission_is_a_clear_error(tmp_path):
 
     with pytest.raises(FileNotFoundError, match="no submission of 01-identity-block for zoe"):
         find_submissions(tmp_path, "01-identity-block", "identity_block.ipynb", ["zoe"])
+
+
+def test_hidden_cases_are_redacted_from_student_facing_messages():
+    from dataclasses import dataclass
+
+    from resnet_course.grading.cases import draw_cases
+    from resnet_course.grading.gradebook import redact_hidden_cases
+
+    @dataclass(frozen=True)
+    class Result:
+        grade_id: str
+        points: float
+        max_points: float
+        passed: bool
+        message: str
+
+    cases = draw_cases("01-identity-block", 5)
+    hidden = cases["cells"]["hidden_tests_identity_block"]["cases"][0]
+    shape = tuple(hidden["input_shape"])
+    described = (f"identity_block(X, f={hidden['f']}, filters={hidden['filters']}, stage={hidden['stage']}, "
+                 f"block={hidden['block']!r}) with X = keras.Input(shape={shape})")
+    visible = Result("test_identity_block", 0.0, 5.0, False, "failed on identity_block(X, f=2) shape (4, 4, 6)")
+    failed = Result("hidden_tests_identity_block", 0.0, 3.0, False,
+                    f"identity_block failed on case 1 of 3: {described}:\n  output (None, {', '.join(map(str, shape))})")
+    kept, redacted = redact_hidden_cases([visible, failed], cases)
+    assert kept == visible
+    assert redacted.message.startswith("identity_block failed on case 1 of 3: [a hidden case]:")
+    assert described not in redacted.message and str(shape) not in redacted.message

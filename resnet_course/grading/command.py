@@ -210,31 +210,60 @@ def grade_assignment(course_root: Path, assignment: str, students: list[str] | N
                 submission = by_student[outcome.student]
                 guard.check(f"before recording {outcome.student}")
                 notes = list(submission.notes) + ([outcome.reason] if outcome.reason else [])
-                scores[outcome.student] = book.record_submission(
+                scores[outcome.student], notes = book.record_submission(
                     course_root, assignment, spec.notebook, outcome.student, submission.notebook, released,
-                    outcome.results, submission.timestamp, notes)
+                    book.redact_hidden_cases(outcome.results, cases), submission.timestamp, notes)
                 guard.accept_gradebook()
                 guard.check(f"after recording {outcome.student}")
+                submission.notes = notes
                 _write_marker(course_root, assignment, submission, spec.notebook, scores[outcome.student],
                               seed, outcome)
                 graded[outcome.student] = outcome.results
-                submission.notes = notes
                 bar.update(1)
         finally:
             bar.close()
         guard.check("at the end of the run")
         elapsed = time.monotonic() - started
 
-        ids, stub = _release_answers(released / spec.notebook)
-        answers = {s.student: _answer_text(s.notebook, ids) for s in todo}
-        pairs = similar_answers(answers, ignore=(stub,))
-        copies = same_as_solution(answers, _solution_answers(course_root, assignment, spec.notebook, ids))
-    review_path = write_review(work / "review.md", assignment, flags,
-                               {s.student: s.notes for s in todo}, pairs, copies)
+        review = _write_review(course_root, assignment, spec.notebook, released, flags)
     print(closing_table(assignment, graded, kept), file=out)
     print(f"\nGraded {len(graded)} submission(s) in {elapsed:.1f} s", file=out)
-    print(summary(flags, pairs, copies, review_path.relative_to(course_root)), file=out)
+    print(review, file=out)
     return scores
+
+
+def _write_review(course_root: Path, assignment: str, notebook_name: str, released: Path,
+                  flags_now: dict[str, list]) -> str:
+    """The review file over every submission of the assignment (this run's and earlier runs')."""
+    everyone = find_submissions(course_root, assignment, notebook_name)
+    ids, stub = _release_answers(released / notebook_name)
+    flags, notes = {}, {}
+    for submission in everyone:
+        student = submission.student
+        flags[student] = flags_now[student] if student in flags_now else _flags_of(course_root, assignment,
+                                                                                     submission)
+        marker = _marker(course_root, assignment, student)
+        try:
+            notes[student] = json.loads(marker.read_text()).get("notes", submission.notes)
+        except (OSError, ValueError):
+            notes[student] = submission.notes
+    answers = {s.student: _answer_text(s.notebook, ids) for s in everyone}
+    pairs = similar_answers(answers, ignore=(stub,))
+    copies = same_as_solution(answers, _solution_answers(course_root, assignment, notebook_name, ids))
+    path = write_review(course_root / "grading" / assignment / "review.md", assignment, flags, notes, pairs, copies)
+    return summary(flags, pairs, copies, path.relative_to(course_root))
+
+
+def _flags_of(course_root: Path, assignment: str, submission: Submission) -> list:
+    from resnet_course.grading.program import build_program, static_flags
+
+    if submission.notebook is None:
+        return []
+    try:
+        program = build_program(assignment, submission.notebook, solutions=course_root / "solutions")
+    except Exception:  # noqa: BLE001 - an unreadable notebook has no code to flag
+        return []
+    return list(static_flags(assignment, program))
 
 
 def _write_marker(course_root: Path, assignment: str, submission: Submission, notebook_name: str,
@@ -244,7 +273,7 @@ def _write_marker(course_root: Path, assignment: str, submission: Submission, no
     marker.write_text(json.dumps({
         "digest": submission.digest(), "notebook": Path(notebook_name).stem, "scores": scores,
         "seed": seed, "seconds": round(outcome.seconds, 2), "sandbox": outcome.mode,
-        "reason": outcome.reason, "graded_at": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "reason": outcome.reason, "notes": submission.notes, "graded_at": time.strftime("%Y-%m-%d %H:%M:%S"),
     }, indent=1))
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -112,6 +113,22 @@ def _restore_deleted_cells(nb, released) -> list[str]:
     return restored
 
 
+#: nbgrader's ClearHiddenTests looks for these anywhere in any cell; in a student's cell an unpaired one
+#: makes generate_feedback fail for that student, so the student's copies are disarmed.
+_HIDDEN_MARKERS = re.compile(r"(BEGIN|END)(\s+)(HIDDEN\s+TESTS)", re.IGNORECASE)
+
+
+def _disarm_hidden_test_markers(nb, released) -> None:
+    # The assignment's own locked cells (restored from the source by OverwriteCells) keep theirs.
+    own = {_grade_id(c) for c in released.cells
+           if c.get("metadata", {}).get("nbgrader", {}).get("locked") and _grade_id(c)}
+    for cell in nb.cells:
+        if _grade_id(cell) in own and not cell.get("metadata", {}).get("nbgrader", {}).get("solution"):
+            continue
+        if isinstance(cell.get("source"), str) and _HIDDEN_MARKERS.search(cell.source):
+            cell.source = _HIDDEN_MARKERS.sub(lambda m: f"{m.group(1)}{m.group(2)}HIDDEN_TESTS(disarmed)", cell.source)
+
+
 def verdict_outputs(result) -> list:
     """The test cell's outputs for one CellResult, as nbgrader scores them (SaveAutoGrades)."""
     if result.passed and result.points >= result.max_points:
@@ -124,6 +141,47 @@ def verdict_outputs(result) -> list:
     return [nbformat.v4.new_output("error", ename="AssertionError", evalue=message,
                                    traceback=["AssertionError: " + line if i == 0 else line
                                               for i, line in enumerate(message.splitlines() or [message])])]
+
+
+def _case_texts(check: str, function: str, case: dict) -> list[str]:
+    """How a hidden case can appear in a message: its call as the grader describes it, its shapes."""
+    from resnet_course.grading.cases import block_case, model_case
+
+    texts = []
+    try:
+        if "block" in check:
+            texts.append(block_case(case).describe(function))
+        elif "input_shape" in case and "classes" in case:
+            texts.append(model_case(case).describe(function))
+    except (KeyError, TypeError, ValueError):
+        pass
+    for key in ("input_shape", "shape"):
+        if isinstance(case.get(key), (list, tuple)) and len(case[key]) > 1:
+            texts.append(str(tuple(case[key])))
+            texts.append(str(list(case[key])))
+            texts.append(", ".join(str(d) for d in case[key]))  # inside (None, h, w, c) too
+    return texts
+
+
+def redact_hidden_cases(results: list, cases: dict) -> list:
+    """The results with the hidden cells' cases taken out of their messages (feedback goes to students,
+    and the hidden cases must stay hidden); the instructor's closing table keeps the full messages."""
+    redacted = []
+    for result in results:
+        cell = cases.get("cells", {}).get(result.grade_id)
+        message = result.message or ""
+        if result.grade_id.startswith("hidden_") and cell and message:
+            texts = [t for case in cell.get("cases", []) for t in _case_texts(cell["check"], cell["function"], case)]
+            for text in sorted(set(texts), key=len, reverse=True):
+                message = message.replace(text, "[a hidden case]")
+        redacted.append(copy.copy(result) if message == result.message else _with_message(result, message))
+    return redacted
+
+
+def _with_message(result, message: str):
+    import dataclasses
+
+    return dataclasses.replace(result, message=message)
 
 
 def _base_notebook(submission: Path | None, released_notebook: Path, notes: list[str]):
@@ -141,8 +199,10 @@ def _base_notebook(submission: Path | None, released_notebook: Path, notes: list
 
 def record_submission(course_root: Path, assignment: str, notebook_name: str, student: str,
                       submission: Path | None, released: Path, results: list, timestamp: str | None,
-                      notes: list[str]) -> dict[str, float]:
-    """Write one student's scores to gradebook.db and the autograded notebook; returns the scores.
+                      notes: list[str]) -> tuple[dict[str, float], list[str]]:
+    """Write one student's scores to gradebook.db and the autograded notebook.
+
+    Returns the scores recorded (grade id -> points) and the notes, with those added here.
 
     ``results`` are the verdict's CellResults for every graded cell; ``notes`` (file renamed,
     cells restored, ...) go into the notebook's first cell for the instructor and the student.
@@ -164,7 +224,9 @@ def record_submission(course_root: Path, assignment: str, notebook_name: str, st
     resources = _resources(course_root, assignment, notebook_id, student)
     for preprocessor in (ClearOutput(), DeduplicateIds(), OverwriteKernelspec(), OverwriteCells()):
         nb, resources = preprocessor.preprocess(nb, resources)
-    restored = _restore_deleted_cells(nb, nbformat.read(released_notebook, as_version=4))
+    release = nbformat.read(released_notebook, as_version=4)
+    _disarm_hidden_test_markers(nb, release)
+    restored = _restore_deleted_cells(nb, release)
     if restored:
         notes.append("test cells put back from the assignment: " + ", ".join(restored))
     by_id = {result.grade_id: result for result in results}
@@ -197,7 +259,7 @@ def record_submission(course_root: Path, assignment: str, notebook_name: str, st
     nbformat.write(nb, target / notebook_name)
     if timestamp:
         (target / "timestamp.txt").write_text(timestamp)
-    return scores
+    return scores, notes
 
 
 def temporary_release_dir() -> tempfile.TemporaryDirectory:
