@@ -309,3 +309,36 @@ def test_the_child_side_does_not_import_the_reference():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert "resnet_course.blocks" not in out and "resnet_course.model" not in out, out
     assert "resnet_course.grading.checks" not in out, out
+
+
+def test_allowlist_loads_resnet50_and_refuses_models_far_too_big():
+    import keras
+
+    from resnet_course.grading.allowlist import UngradableModel, load_model
+    from resnet_course.model import ResNet50
+
+    assert load_model(ResNet50(input_shape=(64, 64, 3), classes=6).to_json()).count_params() == 23_600_006
+    X = keras.Input((4, 4, 3))
+    wide = keras.Model(X, keras.layers.Dense(100_000, name="wide")(keras.layers.Flatten()(X)))
+    with pytest.raises(UngradableModel, match="layer 'wide' has units=100000, far beyond"):
+        load_model(wide.to_json())
+    small = keras.layers.Conv2D(8, 3, padding="same", name="c1")(X)
+    config = json.loads(keras.Model(X, keras.layers.Conv2D(8, 3, padding="same", name="c2")(small)).to_json())
+    for layer in config["config"]["layers"][1:]:  # the same model with 8,000 filters of 9x9: 5 billion weights
+        layer["config"].update(filters=8000, kernel_size=[9, 9])
+    config["config"]["layers"][2]["build_config"]["input_shape"][-1] = 8000
+    with pytest.raises(UngradableModel, match="far more than the exercise's"):
+        load_model(json.dumps(config))
+    big = keras.Model(X, keras.layers.ZeroPadding2D(4000, name="pad")(X))
+    with pytest.raises(UngradableModel, match="layer 'pad' outputs shape"):
+        load_model(big.to_json())
+
+
+def test_reaching_other_files_and_starting_processes_are_flagged():
+    other = ("import os, subprocess, sqlite3\n"
+             "peers = os.listdir(os.path.join('..', '..'))\n"
+             "db = sqlite3.connect('/course/gradebook.db')\n"
+             "subprocess.Popen(['sleep', '1000'], start_new_session=True)\n"
+             "os.system('kill -9 1')\n")
+    kinds = [f.kind for f in static_flags("01-identity-block", _program("def identity_block(*a):\n    pass", other))]
+    assert kinds.count("file_access") >= 2 and kinds.count("shell") == 2, kinds

@@ -19,7 +19,7 @@ SAFE_LAYERS = frozenset({
     "BatchNormalization", "LayerNormalization", "GroupNormalization",
     "Activation", "ReLU", "LeakyReLU", "ELU", "PReLU", "Softmax",
     "Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum", "Concatenate",
-    "ZeroPadding2D", "Cropping2D", "UpSampling2D",
+    "ZeroPadding2D", "Cropping2D",
     "MaxPooling2D", "AveragePooling2D", "GlobalAveragePooling2D", "GlobalMaxPooling2D",
     "Flatten", "Reshape", "Permute", "Dense", "Dropout", "SpatialDropout2D", "Identity", "Rescaling",
     "Lambda",  # only with a function of keras.activations or keras.ops, checked below
@@ -42,6 +42,13 @@ MODEL_CLASSES = {("keras.src.models.functional", "Functional"), ("keras", "Funct
 DTYPE_POLICIES = frozenset({"DTypePolicy", "FloatDTypePolicy"})
 #: the largest config accepted, in characters (ResNet-50's is about 200,000)
 MAX_CONFIG_CHARS = 20_000_000
+#: bounds that keep a handed-back model from exhausting the grader's memory: weights (estimated from
+#: the config before anything is built; ResNet-50 has 23.6 million), layers, values per tensor and per
+#: setting (ResNet-50's widest layer has 2,048 filters)
+MAX_PARAMETERS = 100_000_000
+MAX_LAYERS = 3_000
+MAX_TENSOR_VALUES = 32_000_000
+MAX_SETTING = 16_384
 
 
 class UngradableModel(ValueError):
@@ -58,6 +65,7 @@ def load_model(text: str) -> keras.Model:
     except ValueError as error:
         raise UngradableModel(f"the model's description isn't valid JSON ({error}).") from None
     check_config(config)
+    check_size(config)
     try:
         model = keras.saving.deserialize_keras_object(config, safe_mode=True)
     except Exception as error:  # noqa: BLE001 - any failure to load is the submission's
@@ -65,7 +73,108 @@ def load_model(text: str) -> keras.Model:
                               f"{type(error).__name__}: {str(error)[:500]}") from None
     if not isinstance(model, keras.Model):
         raise UngradableModel(f"the description is of a {type(model).__name__}, not of a keras.Model.")
+    for layer in model.layers:  # symbolic shapes: what the grader's numeric check would compute
+        try:
+            outputs = keras.tree.flatten(layer.output)
+        except (AttributeError, ValueError):  # a layer used more than once: its inputs were checked
+            outputs = []
+        for tensor in outputs:
+            if _values(tensor.shape) > MAX_TENSOR_VALUES:
+                raise UngradableModel(f"layer '{layer.name}' outputs shape {tuple(tensor.shape)}, far bigger than "
+                                      "the exercise's: the grader doesn't run it.")
     return model
+
+
+def check_size(config) -> None:
+    """Refuse a config whose weights, layers or settings are far beyond the exercises' (before it's built)."""
+    layers = list(_layer_entries(config))
+    if len(layers) > MAX_LAYERS:
+        raise UngradableModel(f"the model has {len(layers):,} layers, more than the grader reads ({MAX_LAYERS:,}).")
+    total = 0
+    for entry in layers:
+        name = _layer_name(entry) or "?"
+        settings = entry.get("config") if isinstance(entry.get("config"), dict) else {}
+        for key, value in _numbers(settings):
+            if key != "seed" and abs(value) > MAX_SETTING:
+                raise UngradableModel(f"layer '{name}' has {key}={value}, far beyond the exercise's values.")
+        shapes = [s for s in _shapes(entry) if isinstance(s, list)]
+        for shape in shapes:
+            if _values(shape) > MAX_TENSOR_VALUES:
+                raise UngradableModel(f"layer '{name}' takes shape {shape}, far bigger than the exercise's.")
+        channels = max((s[-1] for s in shapes if s and isinstance(s[-1], int)), default=1)
+        kernel = settings.get("kernel_size") or [1]
+        kernel = [kernel] if isinstance(kernel, int) else kernel
+        width = max(int(settings.get(k) or 0) for k in ("filters", "units", "depth_multiplier")) or 0
+        total += _product(kernel) * channels * width + 4 * channels
+        if entry.get("class_name") == "PReLU":
+            total += max((_values(s) for s in shapes), default=0)
+    if total > MAX_PARAMETERS:
+        raise UngradableModel(f"the model has about {total:,} weights, far more than the exercise's "
+                              f"(the grader builds at most {MAX_PARAMETERS:,}).")
+
+
+def _layer_entries(config):
+    """Every layer entry of a functional or sequential model's config, nested models included."""
+    if isinstance(config, dict):
+        inner = config.get("config")
+        if isinstance(inner, dict) and isinstance(inner.get("layers"), list):
+            for entry in inner["layers"]:
+                if isinstance(entry, dict):
+                    yield entry
+                    yield from _layer_entries(entry)
+
+
+def _shapes(entry):
+    """The input shapes a layer entry records (its build_config and its inbound tensors)."""
+    build = entry.get("build_config")
+    if isinstance(build, dict):
+        shape = build.get("input_shape")
+        if isinstance(shape, list) and shape and all(isinstance(s, list) for s in shape):
+            yield from shape
+        else:
+            yield shape
+    inner = entry.get("config")
+    if isinstance(inner, dict) and isinstance(inner.get("batch_shape"), list):
+        yield inner["batch_shape"]
+    stack = [entry.get("inbound_nodes")]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            if item.get("class_name") == "__keras_tensor__" and isinstance(item.get("config"), dict):
+                yield item["config"].get("shape")
+            else:
+                stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+
+
+def _numbers(settings, key=None):
+    """(key, int) for every integer in a layer's settings, nested ones included."""
+    if isinstance(settings, bool):
+        return
+    if isinstance(settings, int):
+        yield key, settings
+    elif isinstance(settings, dict):
+        for k, v in settings.items():
+            yield from _numbers(v, k)
+    elif isinstance(settings, list):
+        for v in settings:
+            yield from _numbers(v, key)
+
+
+def _product(values) -> int:
+    result = 1
+    for value in values:
+        result *= int(value) if isinstance(value, int) and not isinstance(value, bool) else 1
+    return result
+
+
+def _values(shape) -> int:
+    """The number of values of one example of a tensor of this shape (the batch dimension left out)."""
+    dims = list(shape)[1:] if shape is not None else []
+    if any(d is not None and not isinstance(d, int) for d in dims):
+        raise UngradableModel(f"a tensor has the malformed shape {shape!r}.")
+    return _product([d for d in dims if d is not None])
 
 
 def check_config(config, layer: str = "the model") -> None:

@@ -46,9 +46,9 @@ class NotANotebook(ValueError):
 class Flag:
     """Something in the student's code the rules forbid or the instructor should see.
 
-    ``kind``: reference_use, hidden_code, ipython, file_access or grader_access; ``exercise``: the
-    exercise whose answer cell holds it (None: another cell, so every exercise of the assignment);
-    ``detail``: what was found, with its line.
+    ``kind``: reference_use, hidden_code, ipython, file_access, shell, grader_access or syntax_error;
+    ``exercise``: the exercise whose answer cell holds it (None: another cell, so every exercise of the
+    assignment); ``detail``: what was found, with its line.
     """
 
     kind: str
@@ -163,6 +163,11 @@ _HOOKS = {"get_ipython", "register_input_transformer", "input_transformers_post"
           "register_transformer", "events", "set_custom_exc", "run_cell"}
 _DYNAMIC = {"exec", "eval", "compile", "__import__", "import_module", "b64decode", "decodebytes", "a85decode",
             "b32decode", "b16decode", "decompress", "loads", "fromhex", "codecs.decode", "import_from_path"}
+_FILE_CALLS = {"open", "Path", "PurePath", "join", "read_text", "read_bytes", "write_text", "write_bytes",
+               "listdir", "scandir", "glob", "iglob", "walk", "connect", "chdir", "copy", "copyfile", "copytree",
+               "rmtree", "remove", "unlink", "rename", "replace", "load", "loadtxt", "read_csv"}
+_SHELL_CALLS = {"os.system", "os.popen", "os.fork", "os.kill", "os.killpg", "os.execv", "os.execvp", "os.spawnv",
+                "os.setsid", "os.setpgrp", "signal.signal", "ctypes.CDLL"}
 _FORBIDDEN_PATHS = re.compile(r"(^|/)(submitted|autograded|gradebook\.db|nbgrader_config|solutions|feedback)"
                               r"(/|$)|\.\./|^/|^~")
 
@@ -260,12 +265,14 @@ def _cell_flags(spec, tree, exercise, source) -> list[Flag]:
                                                             f"({line(node)})"))
                 elif short in ("exec", "eval", "compile"):
                     _flags_of_literal(spec, node.args[0].value, owner, flags)
-            if short == "open" or name in ("os.open", "pathlib.Path.open") or short in (
-                    "read_text", "read_bytes", "listdir", "scandir", "glob", "walk", "connect"):
-                for argument in node.args[:1]:
-                    if isinstance(argument, ast.Constant) and isinstance(argument.value, str) and \
-                            _FORBIDDEN_PATHS.search(argument.value):
-                        flags.append(Flag("file_access", owner, f"reads {argument.value!r} ({line(node)})"))
+            if short in _FILE_CALLS:
+                for argument in node.args:
+                    if isinstance(argument, ast.Constant) and isinstance(argument.value, str) and (
+                            argument.value == ".." or _FORBIDDEN_PATHS.search(argument.value)):
+                        flags.append(Flag("file_access", owner, f"reaches {argument.value!r} ({line(node)})"))
+                        break
+            if name.split(".")[0] in ("subprocess", "pty") or name in _SHELL_CALLS:
+                flags.append(Flag("shell", owner, f"starts a process with {name}() ({line(node)})"))
         elif isinstance(node, ast.Constant) and isinstance(node.value, str):
             if "gradebook.db" in node.value or re.search(r"(^|/)submitted/", node.value):
                 flags.append(Flag("file_access", owner, f"names {node.value[:80]!r} ({line(node)})"))
