@@ -342,3 +342,16 @@ def test_reaching_other_files_and_starting_processes_are_flagged():
              "os.system('kill -9 1')\n")
     kinds = [f.kind for f in static_flags("01-identity-block", _program("def identity_block(*a):\n    pass", other))]
     assert kinds.count("file_access") >= 2 and kinds.count("shell") == 2, kinds
+
+
+def test_ordinary_code_is_not_flagged():
+    answer = ("import re\nimport numpy as np\nPATTERN = re.compile(r'res(\\d)')\n"
+              "def identity_block(X, f, filters, stage, block):\n"
+              "    name = 'res/' + str(stage)\n    name = name.replace('/', '_')\n"
+              "    parts = '/'.join([name, block])\n    return X\n")
+    assert static_flags("01-identity-block", _program(answer)) == []
+
+
+def test_unpickling_is_hidden_code():
+    flags = static_flags("01-identity-block", _program("import pickle\nidentity_block = pickle.loads(b'...')"))
+    assert [f.kind for f in flags] == ["hidden_code"]

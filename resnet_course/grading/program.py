@@ -161,11 +161,16 @@ def build_program(assignment: str, submission_notebook, *, solutions=None) -> st
 
 _HOOKS = {"get_ipython", "register_input_transformer", "input_transformers_post", "input_transformers_cleanup",
           "register_transformer", "events", "set_custom_exc", "run_cell"}
-_DYNAMIC = {"exec", "eval", "compile", "__import__", "import_module", "b64decode", "decodebytes", "a85decode",
-            "b32decode", "b16decode", "decompress", "loads", "fromhex", "codecs.decode", "import_from_path"}
+#: calls that run code from a string (bare builtins) or import a module named by a string
+_DYNAMIC = {"exec": "exec", "eval": "eval", "compile": "compile", "builtins.exec": "exec", "builtins.eval": "eval",
+            "builtins.compile": "compile", "__import__": "__import__", "builtins.__import__": "__import__",
+            "importlib.import_module": "import_module", "import_module": "import_module"}
+#: calls that run code hidden in data
+_UNPICKLERS = {"pickle.loads", "pickle.load", "marshal.loads", "marshal.load", "dill.loads", "types.FunctionType",
+               "types.CodeType", "cloudpickle.loads"}
 _FILE_CALLS = {"open", "Path", "PurePath", "join", "read_text", "read_bytes", "write_text", "write_bytes",
                "listdir", "scandir", "glob", "iglob", "walk", "connect", "chdir", "copy", "copyfile", "copytree",
-               "rmtree", "remove", "unlink", "rename", "replace", "load", "loadtxt", "read_csv"}
+               "rmtree", "remove", "unlink", "rename", "load", "loadtxt", "read_csv"}
 _SHELL_CALLS = {"os.system", "os.popen", "os.fork", "os.kill", "os.killpg", "os.execv", "os.execvp", "os.spawnv",
                 "os.setsid", "os.setpgrp", "signal.signal", "ctypes.CDLL"}
 _FORBIDDEN_PATHS = re.compile(r"(^|/)(submitted|autograded|gradebook\.db|nbgrader_config|solutions|feedback)"
@@ -253,18 +258,21 @@ def _cell_flags(spec, tree, exercise, source) -> list[Flag]:
                     else:
                         flags.append(Flag("hidden_code", owner, f"looks up a name of {target} computed at run "
                                                                 f"time ({line(node)})"))
-            if short in ("exec", "eval", "compile", "__import__", "import_module") or name in _DYNAMIC:
+            dynamic = _DYNAMIC.get(name)
+            if dynamic:
                 literal = node.args and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)
-                if short in ("__import__", "import_module") and literal:
+                if dynamic in ("__import__", "import_module") and literal:
                     # what is taken from the module is out of sight: importing a reference's module counts
                     module = node.args[0].value
                     held = [ref for ref in references if ref.rsplit(".", 1)[0] == module != "resnet_course"]
                     reference_hit(held[0] if held else module, node)
                 elif not literal:
-                    flags.append(Flag("hidden_code", owner, f"runs code built at run time with {short}() "
+                    flags.append(Flag("hidden_code", owner, f"runs code built at run time with {dynamic}() "
                                                             f"({line(node)})"))
-                elif short in ("exec", "eval", "compile"):
+                else:
                     _flags_of_literal(spec, node.args[0].value, owner, flags)
+            if name in _UNPICKLERS:
+                flags.append(Flag("hidden_code", owner, f"runs code hidden in data with {name}() ({line(node)})"))
             if short in _FILE_CALLS:
                 for argument in node.args:
                     if isinstance(argument, ast.Constant) and isinstance(argument.value, str) and (
