@@ -170,3 +170,19 @@ def test_grader_failure_renders_as_the_diagnosis_alone():
     lines = failure._render_traceback_()
     assert lines[0] == "\x1b[31midentity_block failed on case 1 of 3: ...\x1b[0m"
     assert lines[1:] == ["Layer 'res1a_branch2b' has kernel_size (1, 1)", "Hint: use kernel_size=(f, f)."]
+
+
+def test_ipython_shows_a_grader_failure_without_its_traceback(capsys):
+    """IPython asks the exception for _render_traceback_ (as ipykernel does for a notebook's cell)."""
+    from IPython.core.interactiveshell import InteractiveShell
+
+    shell = InteractiveShell.instance()
+    result = shell.run_cell(
+        "from resnet_course.grading.messages import Failure\n"
+        "def check():\n"
+        "    raise Failure('identity_block failed on case 1 of 3: ...\\nHint: use (f, f).', text='', hint='')\n"
+        "check()")
+    shown = capsys.readouterr().out
+    assert isinstance(result.error_in_exec, AssertionError)
+    assert "identity_block failed on case 1 of 3" in shown and "Hint: use (f, f)." in shown
+    assert "Traceback" not in shown and "def check" not in shown
