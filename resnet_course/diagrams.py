@@ -477,7 +477,9 @@ def plot_architecture(model, *, dpi: int = 56):
             else:
                 from IPython.display import Image
 
-                return Image(data=data)
+                # unconfined: shown at its own size (scrolling sideways) rather than shrunk to the
+                # output area, which would bring its 11-pixel labels under 10 pixels
+                return Image(data=data, unconfined=True)
     print(architecture_text(model))
     return None
 

@@ -152,6 +152,11 @@ def test_plot_architecture_with_graphviz():
     model = student_style_resnet()
     image = diagrams.plot_architecture(model)
     assert image is not None and image.data[:8] == b"\x89PNG\r\n\x1a\n"
+    # graphviz's 14-point labels at the default dpi, shown unscaled: at least 10 pixels high
+    import inspect
+
+    dpi = inspect.signature(diagrams.plot_architecture).parameters["dpi"].default
+    assert image.unconfined and 14 * dpi / 72 >= 10
 
 
 # --- readable at the width a notebook shows them ------------------------------------------
