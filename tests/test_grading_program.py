@@ -300,6 +300,7 @@ def test_grading_modules_import_each_other_without_cycles():
         visit(module, [])
 
 
+@pytest.mark.slow
 def test_the_child_side_does_not_import_the_reference():
     import subprocess
     import sys
