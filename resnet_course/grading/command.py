@@ -31,7 +31,14 @@ from pathlib import Path
 
 from resnet_course.grading.integrity import IntegrityError, IntegrityGuard
 from resnet_course.grading.review import same_as_solution, similar_answers, summary, write_review
-from resnet_course.grading.runner import SandboxTask, TaskOutcome, closing_table, run_tasks, thread_budget
+from resnet_course.grading.runner import (
+    SandboxTask,
+    TaskOutcome,
+    closing_table,
+    default_workers,
+    run_tasks,
+    thread_budget,
+)
 from resnet_course.grading.sandbox import (
     PLAIN_MODE_CAVEATS,
     Limits,
@@ -172,7 +179,9 @@ def grade_assignment(course_root: Path, assignment: str, students: list[str] | N
         if problem:
             raise SandboxError(problem)
         print(f"warning: {PLAIN_MODE_CAVEATS}", file=out)
-    limits = limits or Limits(threads=thread_budget(workers))
+    if workers < 1:
+        raise ValueError(f"--workers must be 1 or more, not {workers}")
+    limits = limits or Limits(threads=1 if cluster else thread_budget(workers))
     work = course_root / "grading" / assignment
     guard = IntegrityGuard(course_root, work / "backups")
     print(f"Gradebook backed up to {guard.backup_path.relative_to(course_root)}", file=out)
@@ -279,10 +288,12 @@ def _write_marker(course_root: Path, assignment: str, submission: Submission, no
 
 def _run_grade(args: argparse.Namespace) -> int:
     root = course_root_here()
+    workers = args.workers or default_workers()
+    # On a cluster each Dask worker process runs one sandbox: one TensorFlow thread each.
     limits = Limits(wall_seconds=args.timeout, memory_bytes=int(args.memory_gb * 1024**3),
-                    threads=thread_budget(args.workers))
+                    threads=1 if args.cluster else thread_budget(workers))
     try:
-        grade_assignment(root, args.assignment, args.student or None, args.workers, args.cluster, args.force,
+        grade_assignment(root, args.assignment, args.student or None, workers, args.cluster, args.force,
                          args.seed, limits, progress=not args.no_progress)
     except IntegrityError as error:
         print(f"\nINTEGRITY CHECK FAILED: {error}", file=sys.stderr)
@@ -304,8 +315,9 @@ def add_grade_parser(subcommands: argparse._SubParsersAction) -> None:
     )
     grade.add_argument("assignment", metavar="ASSIGNMENT", help="a folder of solutions/, e.g. 01-identity-block")
     grade.add_argument("--student", action="append", metavar="ID", help="grade only this student (repeatable)")
-    grade.add_argument("--workers", type=int, default=1, metavar="N",
-                       help="sandboxed submissions at a time on this machine (default: 1)")
+    grade.add_argument("--workers", type=int, default=None, metavar="N",
+                       help="sandboxed submissions at a time on this machine (default: one per core, "
+                       "at most one per 2 GB of memory)")
     grade.add_argument("--cluster", metavar="ADDRESS",
                        help="run the submissions on the Dask scheduler at ADDRESS (tcp://host:8786)")
     grade.add_argument("--force", action="store_true", help="grade again students already graded")

@@ -168,6 +168,15 @@ def run_tasks(tasks: list[SandboxTask], workers: int = 1, cluster: str | None = 
     return _local_results(tasks, max(1, workers))
 
 
+def default_workers() -> int:
+    """Sandboxes at a time by default: one per core, as far as memory allows (about 2 GB each)."""
+    try:
+        memory_gb = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 1024**3
+    except (ValueError, OSError):
+        memory_gb = 4.0
+    return max(1, min(os.cpu_count() or 1, int(memory_gb // 2)))
+
+
 def thread_budget(workers: int) -> int:
     """TensorFlow threads per child: the machine's cores shared between the workers."""
     return max(1, (os.cpu_count() or 1) // max(1, workers))
