@@ -143,6 +143,17 @@ def test_integrity_guard_restores_the_gradebook(course, tmp_path):
     db.close()
 
 
+def test_rows_pointing_nowhere_are_refused(course, tmp_path):
+    db = sqlite3.connect(course / "gradebook.db")
+    db.executescript("CREATE TABLE student (id TEXT PRIMARY KEY); CREATE TABLE submitted_assignment "
+                     "(id TEXT PRIMARY KEY, student_id TEXT REFERENCES student(id)); "
+                     "INSERT INTO submitted_assignment VALUES ('s1', 'nobody');")
+    db.commit()
+    db.close()
+    with pytest.raises(IntegrityError, match="submitted_assignment points to a missing student row"):
+        IntegrityGuard(course, tmp_path / "backups")
+
+
 def test_integrity_guard_sees_course_file_changes(course, tmp_path):
     guard = IntegrityGuard(course, tmp_path / "backups")
     before = course_file_checksums(course)

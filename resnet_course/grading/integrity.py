@@ -58,6 +58,8 @@ class GradebookState:
 
     schema: tuple[tuple[str, str, str], ...]
     human_scores: tuple[tuple, ...]
+    #: rows whose foreign keys point nowhere (PRAGMA foreign_key_check): rows nbgrader never wrote
+    foreign_rows: tuple[tuple, ...] = ()
 
     def differences(self, other: GradebookState) -> list[str]:
         found = []
@@ -82,6 +84,7 @@ def gradebook_state(db_path: Path) -> GradebookState:
     with sqlite3.connect(uri, uri=True) as db:
         schema = tuple(db.execute(
             "SELECT type, name, coalesce(sql, '') FROM sqlite_master ORDER BY type, name").fetchall())
+        foreign = tuple(tuple(row) for row in db.execute("PRAGMA foreign_key_check"))
         human = []
         for table in ("grade", "comment"):
             columns = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
@@ -90,13 +93,16 @@ def gradebook_state(db_path: Path) -> GradebookState:
                 human += [(table, *row) for row in db.execute(
                     f"SELECT id, {', '.join(wanted)} FROM {table} ORDER BY id")]
     db.close()
-    return GradebookState(schema, tuple(human))
+    return GradebookState(schema, tuple(human), foreign)
 
 
 def forbidden_objects(state: GradebookState) -> list[str]:
     """Triggers and views have no place in nbgrader's gradebook: they mean tampering."""
-    return [f"gradebook.db: {kind} {name!r} exists" for kind, name, _ in state.schema
-            if kind in ("trigger", "view")]
+    found = [f"gradebook.db: {kind} {name!r} exists" for kind, name, _ in state.schema
+             if kind in ("trigger", "view")]
+    found += [f"gradebook.db: row {rowid} of {table} points to a missing {parent} row"
+              for table, rowid, parent, _ in state.foreign_rows[:5]]
+    return found
 
 
 @dataclass
