@@ -26,6 +26,8 @@ from resnet_course.grading.sandbox import Limits, run_in_sandbox
 
 #: The most the child may hand back, all files together; more scores 0 (protects the grader).
 MAX_OUTPUT_BYTES = 2 * 1024**3
+#: The most files the child may hand back (the grader writes a few per case).
+MAX_OUTPUT_FILES = 10_000
 #: Exit codes meaning the child was killed by a signal: bwrap reports 128 + the signal.
 _SIGNAL_EXIT = 128
 
@@ -68,8 +70,11 @@ def zero_results(assignment: str, reason: str) -> list:
 
 def _unsafe_output(outdir: Path) -> str | None:
     """Why the child's output folder can't be read safely (links, special files, size), or None."""
-    total = 0
+    total = count = 0
     for folder, dirs, files in os.walk(outdir, followlinks=False):
+        count += len(dirs) + len(files)
+        if count > MAX_OUTPUT_FILES:
+            return f"the submission's output holds over {MAX_OUTPUT_FILES} files: not read"
         for name in dirs + files:
             info = os.lstat(os.path.join(folder, name))
             if stat.S_ISLNK(info.st_mode):
