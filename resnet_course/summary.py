@@ -80,6 +80,25 @@ def _full_summary(model) -> str:
     return out.getvalue()
 
 
+class _Summary:
+    """The table and the full summary: HTML with the full one folded in a notebook, plain text elsewhere."""
+
+    def __init__(self, table: str, full: str, layers: int):
+        self.table, self.full, self.layers = table, full, layers
+
+    def _repr_html_(self) -> str:
+        return (
+            f"<pre style='font-size: 13px'>{html.escape(self.table)}</pre>"
+            f"<details><summary>The full <code>model.summary()</code>: {self.layers} layers "
+            "(click to open)</summary>"
+            f"<pre style='font-size: 12px; white-space: pre; overflow-x: auto'>{html.escape(self.full)}</pre>"
+            "</details>"
+        )
+
+    def __repr__(self) -> str:
+        return f"{self.table}\n{self.full}"
+
+
 def show_summary(model) -> None:
     """Show the per-stage table; the full ``model.summary()`` is folded in a <details> below it.
 
@@ -87,21 +106,14 @@ def show_summary(model) -> None:
     table = stage_summary_text(model)
     try:
         from IPython import get_ipython
-        from IPython.display import HTML, display
+        from IPython.display import display
+        from IPython.utils.capture import capture_output
     except ImportError:
         get_ipython = None
     if get_ipython is None or get_ipython() is None:
         print(table)
         print(_full_summary(model))
         return
-    from IPython.utils.capture import capture_output
-
     with capture_output():  # Keras' rich console shows an empty <pre> in a notebook even with print_fn
         full = _full_summary(model)
-    display(HTML(
-        f"<pre style='font-size: 13px'>{html.escape(table)}</pre>"
-        f"<details><summary>The full <code>model.summary()</code>: {len(model.layers)} layers "
-        "(click to open)</summary>"
-        f"<pre style='font-size: 12px; white-space: pre; overflow-x: auto'>{html.escape(full)}</pre>"
-        "</details>"
-    ))
+    display(_Summary(table, full, len(model.layers)))
