@@ -5,8 +5,9 @@
 All tests passed.
 
 Each checker calls the student's function on a few cases, compares the result with the course's
-reference, and prints ``All tests passed.``; on the first difference it raises an
-``AssertionError`` that names the case and says what is wrong, with a hint. The notebooks' hidden
+reference, and prints ``All tests passed.``; on the first difference it raises a
+``GradingFailure`` (an ``AssertionError`` that IPython shows as its message alone) that names the
+case and says what is wrong, with a hint. An exercise still holding its stub gets one line saying so. The notebooks' hidden
 tests pass other ``cases``.
 
 * ``check_preprocess``: ``preprocess(x, y, classes)`` -> float32 pixels in [0, 1] and one-hot labels (04);
@@ -22,6 +23,8 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
+
+from resnet_course.grading.failure import GradingFailure
 
 __all__ = [
     "PreprocessCase",
@@ -42,15 +45,20 @@ __all__ = [
 PASSED = "All tests passed."
 
 
-def _fail(exercise: str, index: int, total: int, case, message: str) -> AssertionError:
-    return AssertionError(f"{exercise} failed on case {index} of {total} ({case}): {message}")
+def _fail(exercise: str, index: int, total: int, case, message: str) -> GradingFailure:
+    return GradingFailure(f"{exercise} failed on case {index} of {total} ({case}): {message}")
 
 
 def _call(exercise: str, index: int, total: int, case, fn, *args):
     try:
         return fn(*args)
-    except NotImplementedError:
-        raise
+    except NotImplementedError as error:
+        if str(error):  # raised by something the student called, not the exercise's stub
+            raise _fail(exercise, index, total, case, f"it raised NotImplementedError: {error}") from error
+        raise GradingFailure(
+            f"{exercise} isn't written yet: replace `raise NotImplementedError()` in its cell with your "
+            "code, run that cell, then run this test again."
+        ) from None
     except Exception as error:  # the student's code raised: say where
         raise _fail(exercise, index, total, case, f"it raised {type(error).__name__}: {error}") from error
 

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from resnet_course import exercises
+from resnet_course.grading.failure import GradingFailure
 from resnet_course.model import ResNet50
 from resnet_course.plots import confusion_matrix as reference_confusion_matrix
 
@@ -54,14 +55,26 @@ def test_preprocess_in_place_is_caught():
         exercises.check_preprocess(in_place)
 
 
-def test_not_implemented_propagates():
+def test_an_unwritten_exercise_gets_one_line():
     def stub(*args):
         raise NotImplementedError()
 
-    for check in (exercises.check_preprocess, exercises.check_small_image_resnet,
-                  exercises.check_confusion_matrix, exercises.check_most_confused_pair):
-        with pytest.raises(NotImplementedError):
+    for check, name in ((exercises.check_preprocess, "preprocess"),
+                        (exercises.check_small_image_resnet, "small_image_resnet"),
+                        (exercises.check_confusion_matrix, "confusion_matrix"),
+                        (exercises.check_most_confused_pair, "most_confused_pair")):
+        with pytest.raises(GradingFailure) as raised:
             check(stub)
+        assert str(raised.value).startswith(f"{name} isn't written yet: replace `raise NotImplementedError()`")
+        assert raised.value._render_traceback_()[1:] == []  # IPython shows that one line, no traceback
+
+
+def test_not_implemented_from_elsewhere_is_reported_as_the_students_error():
+    def calls_something_unsupported(*args):
+        raise NotImplementedError("not supported by this backend")
+
+    with pytest.raises(GradingFailure, match="raised NotImplementedError: not supported by this backend"):
+        exercises.check_confusion_matrix(calls_something_unsupported)
 
 
 def test_small_image_resnet(capsys):

@@ -25,6 +25,7 @@ from resnet_course.grading.exception_messages import (
     model_error_text,
     student_exception,
 )
+from resnet_course.grading.failure import GradingFailure
 from resnet_course.grading.messages import Context, Failure, shape_text
 
 PASSED = "All tests passed."
@@ -42,7 +43,7 @@ BLOCK_REFERENCES = {
 def check_identity_block(fn, *, cases=IDENTITY_BLOCK_CASES) -> None:
     """Check ``fn(X, f, filters, stage, block)`` against the reference identity block.
 
-    Prints "All tests passed." or raises AssertionError on the first failure.
+    Prints "All tests passed." or raises GradingFailure (an AssertionError) on the first failure.
     """
     _check_block(fn, "identity_block", cases)
 
@@ -50,7 +51,7 @@ def check_identity_block(fn, *, cases=IDENTITY_BLOCK_CASES) -> None:
 def check_convolutional_block(fn, *, cases=CONVOLUTIONAL_BLOCK_CASES) -> None:
     """Check ``fn(X, f, filters, stage, block, s=2)`` against the reference convolutional block.
 
-    Prints "All tests passed." or raises AssertionError on the first failure.
+    Prints "All tests passed." or raises GradingFailure (an AssertionError) on the first failure.
     """
     _check_block(fn, "convolutional_block", cases)
 
@@ -58,7 +59,7 @@ def check_convolutional_block(fn, *, cases=CONVOLUTIONAL_BLOCK_CASES) -> None:
 def check_resnet50(fn, *, cases=RESNET50_CASES) -> None:
     """Check ``fn(input_shape=(64, 64, 3), classes=6)`` against the reference ResNet-50.
 
-    Prints "All tests passed." or raises AssertionError on the first failure.
+    Prints "All tests passed." or raises GradingFailure (an AssertionError) on the first failure.
     """
     cases = tuple(cases)
     clear_session()
@@ -112,39 +113,39 @@ def clear_session() -> None:
 
 
 def judge_block(fn_name, number, count, case, outcome: CallOutcome, reference) -> None:
-    """Raise AssertionError with the diagnosis unless ``outcome`` is the reference block's equal."""
+    """Raise GradingFailure with the diagnosis unless ``outcome`` is the reference block's equal."""
     header = f"{fn_name} failed on case {number} of {count}: {case.describe(fn_name)}."
     if outcome.raised is not None:
         cause = diagnose_add_failure(fn_name, case, reference, outcome.diagnosis_model)
-        raise AssertionError(
+        raise GradingFailure(
             student_exception(fn_name, number, count, case, outcome.raised, mode=fn_name, cause=cause)
         ) from None
     if outcome.returned_type == "NoneType":
-        raise AssertionError(
+        raise GradingFailure(
             f"{header}\n{outcome.name} returned None, expected the block's output tensor.\n"
             "Hint: end the function with `return X`."
         )
     if outcome.returned_type is not None:
-        raise AssertionError(
+        raise GradingFailure(
             f"{header}\n{outcome.name} returned {outcome.returned_type}, expected the block's output tensor "
             "(the result of the last layer, a KerasTensor).\nHint: end the function with `return X`."
         )
     if outcome.model_error is not None:
-        raise AssertionError(f"{header}\n{model_error_text(*outcome.model_error)}") from None
+        raise GradingFailure(f"{header}\n{model_error_text(*outcome.model_error)}") from None
     _compare_or_fail(Context(fn_name, header, "block", case, reference, outcome.model))
 
 
 def judge_resnet50(number, count, case, outcome: CallOutcome, reference) -> None:
-    """Raise AssertionError with the diagnosis unless ``outcome`` is the reference ResNet-50's equal."""
+    """Raise GradingFailure with the diagnosis unless ``outcome`` is the reference ResNet-50's equal."""
     fn_name = outcome.name
     header = f"{fn_name} failed on case {number} of {count}: {case.describe(fn_name)}."
     if outcome.raised is not None:
         cause = diagnose_model_failure(fn_name, case, reference, outcome.diagnosis_model)
-        raise AssertionError(
+        raise GradingFailure(
             student_exception(fn_name, number, count, case, outcome.raised, mode="model", cause=cause)
         ) from None
     if outcome.returned_type is not None:
-        raise AssertionError(
+        raise GradingFailure(
             f"{header}\n{fn_name} returned {outcome.returned_type}, expected a keras.Model built with "
             "keras.Model(inputs=X_input, outputs=X).\n"
             "Hint: end the function with `model = Model(inputs=X_input, outputs=X, name='ResNet50')` "
@@ -152,13 +153,13 @@ def judge_resnet50(number, count, case, outcome: CallOutcome, reference) -> None
         )
     student = outcome.model
     if len(student.inputs) != 1 or len(student.outputs) != 1:
-        raise AssertionError(
+        raise GradingFailure(
             f"{header}\nYour model has {len(student.inputs)} inputs and {len(student.outputs)} outputs, "
             "expected one of each.\nHint: Model(inputs=X_input, outputs=X) with the single Input."
         )
     expected_in, found_in = tuple(reference.inputs[0].shape), tuple(student.inputs[0].shape)
     if expected_in != found_in:
-        raise AssertionError(
+        raise GradingFailure(
             f"{header}\nYour model's input has shape {shape_text(found_in)}, expected {shape_text(expected_in)}.\n"
             f"Hint: build the input from the argument, X_input = Input(input_shape); "
             f"don't fix it to one shape."
@@ -172,24 +173,24 @@ def judge_size(what, outcome: CallOutcome, reference, describe) -> None:
     ``describe`` names the call, e.g. "identity_block(X, 3, [64, 64, 256], 2, 'c') on (56, 56, 256)".
     """
     if outcome.raised is not None:
-        raise AssertionError(f"{what} raised {outcome.raised.type_name} on {describe}: {outcome.raised.text}")
+        raise GradingFailure(f"{what} raised {outcome.raised.type_name} on {describe}: {outcome.raised.text}")
     if outcome.model is None:
         found = outcome.returned_type or f"an output Keras can't build a model from ({outcome.model_error[1]})"
-        raise AssertionError(f"{what} returned {found} on {describe}.")
+        raise GradingFailure(f"{what} returned {found} on {describe}.")
     expected_shape, found_shape = tuple(reference.outputs[0].shape), tuple(outcome.model.outputs[0].shape)
     if expected_shape != found_shape:
-        raise AssertionError(f"{describe}: output shape {found_shape}, expected {expected_shape}")
+        raise GradingFailure(f"{describe}: output shape {found_shape}, expected {expected_shape}")
     expected, found = reference.count_params(), outcome.model.count_params()
     if expected != found:
-        raise AssertionError(f"{describe}: {found:,} parameters, expected {expected:,}")
+        raise GradingFailure(f"{describe}: {found:,} parameters, expected {expected:,}")
 
 
 def _compare_or_fail(ctx) -> None:
-    """Compare, and show a failure to the student as a plain AssertionError, not the grader's internals."""
+    """Compare, and show a failure to the student as the message alone, not the grader's internals."""
     try:
         compare_graphs(ctx)
     except Failure as failure:
-        raise AssertionError(str(failure)) from None
+        raise GradingFailure(str(failure)) from None
 
 
 def judge_default_resnet50(outcome: CallOutcome, reference) -> None:
@@ -198,13 +199,13 @@ def judge_default_resnet50(outcome: CallOutcome, reference) -> None:
 
     what = f"{outcome.name}()"
     if outcome.raised is not None:
-        raise AssertionError(f"{what} raised {outcome.raised.type_name}: {outcome.raised.text}")
+        raise GradingFailure(f"{what} raised {outcome.raised.type_name}: {outcome.raised.text}")
     if outcome.model is None:
-        raise AssertionError(f"{what} returned {outcome.returned_type}, expected a keras.Model.")
+        raise GradingFailure(f"{what} returned {outcome.returned_type}, expected a keras.Model.")
     model = outcome.model
     expected, found = reference.count_params(), model.count_params()
     if expected != found:
-        raise AssertionError(f"{found:,} parameters, expected {expected:,}")
+        raise GradingFailure(f"{found:,} parameters, expected {expected:,}")
 
     def stages(m):
         try:
@@ -213,7 +214,7 @@ def judge_default_resnet50(outcome: CallOutcome, reference) -> None:
             return f"unreadable ({error})"
 
     if stages(model) != stages(reference):
-        raise AssertionError(f"stage outputs {stages(model)}, expected {stages(reference)}")
+        raise GradingFailure(f"stage outputs {stages(model)}, expected {stages(reference)}")
     head, expected_head = [layer.name for layer in model.layers[-3:]], [layer.name for layer in reference.layers[-3:]]
     if head != expected_head:
-        raise AssertionError(f"the last three layers are {head}, expected {', '.join(expected_head)}")
+        raise GradingFailure(f"the last three layers are {head}, expected {', '.join(expected_head)}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+from resnet_course.grading.failure import GradingFailure
 from resnet_course.grading.graph import STRICT_NAMES, Graph, Node
 
 NAME_PATTERN = re.compile(r"^(res|bn)(\d+)([a-z]+)(?:_branch(1|2[abc]))?(_relu)?$")
@@ -55,19 +56,16 @@ def named(node: Node) -> str:
     return f"{layer_text(node)} '{node.name}'"
 
 
-class Failure(AssertionError):
-    """A failed check; ``text`` and ``hint`` are the message's parts."""
+class Failure(GradingFailure):
+    """One difference found by the comparison; ``text`` and ``hint`` are the message's parts.
+
+    The diagnosis code catches this class while it looks for the best wording; the checks then raise
+    a plain ``GradingFailure`` with the message, so these internal catches never see it."""
 
     def __init__(self, message, *, text, hint):
         super().__init__(message)
         self.text = text
         self.hint = hint
-
-    def _render_traceback_(self):
-        """What IPython shows instead of a traceback (the notebook, Validate, the feedback): the
-        diagnosis alone, first line in red; it names the student's failing line when their code raised."""
-        lines = str(self).splitlines() or [type(self).__name__]
-        return ["\x1b[31m" + lines[0] + "\x1b[0m", *lines[1:]]
 
 
 class NoDiagnosis(Exception):
