@@ -205,9 +205,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Commands that load TensorFlow (through Keras); the data commands don't.
+_KERAS_COMMANDS = ("train", "evaluate", "predict", "check", "grade")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
     args = build_parser().parse_args(argv)
+    if args.command in _KERAS_COMMANDS:
+        from resnet_course import startup
+
+        startup.import_tensorflow_quietly()  # no C++ start-up lines before the command's own output
     try:
         return args.handler(args)
     except USER_ERRORS as error:
