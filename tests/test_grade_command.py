@@ -313,6 +313,8 @@ def test_review_file_flags_and_pairs(course):
     assert "| mallory_reference | reference_use |" in review
     assert "| mallory_cheats | ipython |" in review
     assert "| mallory_classmate |" in review and "file_access" in review
+    assert "| mallory_damage | process_control | identity_block | calls os.kill" in review
+    assert "| crash | process_control | identity_block | calls ctypes.string_at" in review
     # alice's notebook is renamed's notebook byte for byte
     assert "| alice | renamed | 100.0 |" in review
     assert "**renamed**: 'identity_block (1).ipynb' was graded as identity_block.ipynb" in review
