@@ -108,6 +108,9 @@ def _child_failure(returncode: int | None, reason: str | None, mode: str) -> str
 
 def grade_in_sandbox(task: SandboxTask) -> TaskOutcome:
     """Run one submission in the sandbox and score what it handed back (runs on a worker)."""
+    from resnet_course import startup
+
+    startup.import_tensorflow_quietly()  # once per worker: no C++ start-up lines in the grader's output
     from resnet_course.grading.verdict import score
 
     started = time.monotonic()
