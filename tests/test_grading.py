@@ -142,7 +142,8 @@ IDENTITY_MISTAKES = {
     "missing BN": (dict(skip_bn="2b"), r"'bn1a_branch2b' \(layer 6 of 11, main path\) is missing: expected BatchNormalization"),
     "missing names": (dict(names="none"), r"expected the name 'res1a_branch2a', found 'conv2d(_\d+)?' \(an automatic name"),
     "misspelt name": (dict(names="misspelt"), r"expected the name 'res1a_branch2b', found 'res1a_branch_2b'.\nHint: check the spelling"),
-    "names fixed to stage 2 block a": (dict(names="hardcoded"), r"found 'res2a_branch2a'.\nHint: build the names from the stage and block"),
+    # every misnamed layer in one list, the shared fix said once (issue 13)
+    "names fixed to stage 2 block a": (dict(names="hardcoded"), r"layers don't have the course's names:\n- (.|\n)*found 'res2a_branch2a'(.|\n)*\nHint: build the names from the stage and block"),
     "BN and ReLU swapped": (dict(bn_relu_swapped=True), r"'bn1a_branch2a' .* wrong order"),
     "conv without bias": (dict(use_bias=False), r"'res1a_branch2a' .* has use_bias=False"),
     "ReLU inside the conv": (dict(conv_activation="relu"), r"'res1a_branch2a' .* has activation 'relu', expected none"),

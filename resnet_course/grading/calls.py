@@ -7,7 +7,9 @@ standard library and Keras are imported here, so the child process needs nothing
 
 from __future__ import annotations
 
+import inspect
 import os
+import re
 import sysconfig
 import traceback
 from dataclasses import asdict, dataclass
@@ -170,6 +172,22 @@ class CallOutcome:
     returned_type: str | None = None
     model_error: tuple | None = None
     model: object = None
+    #: with ``returned_type``: the function's lines that still assign None, as the template's
+    #: placeholders do (``X = None``), so a None returned because of them is named as such
+    placeholders: tuple = ()
+
+
+#: a line that only assigns None to a name: the exercise templates' placeholders (``X = None``)
+_PLACEHOLDER = re.compile(r"^\s*[A-Za-z_]\w*\s*=\s*None\s*(#.*)?$")
+
+
+def placeholder_lines(fn) -> tuple:
+    """The lines of ``fn``'s source that assign None to a name (at most 10), or () without a source."""
+    try:
+        lines = inspect.getsource(fn).splitlines()
+    except (OSError, TypeError):
+        return ()
+    return tuple(line.strip()[:200] for line in lines if _PLACEHOLDER.match(line))[:10]
 
 
 # --- calling the student's function -----------------------------------------
@@ -185,7 +203,8 @@ def call_block(fn, fn_name, case) -> CallOutcome:
     except Exception as exc:  # noqa: BLE001 - any error of the student's is reported
         return CallOutcome(name, raised=RaisedError.from_exception(exc), diagnosis_model=add_inputs_model(exc, X))
     if output is None or not keras.backend.is_keras_tensor(output):
-        return CallOutcome(name, returned_type=type(output).__name__)
+        placeholders = placeholder_lines(fn) if output is None else ()
+        return CallOutcome(name, returned_type=type(output).__name__, placeholders=placeholders)
     try:
         student = keras.Model(X, output, name="student")
     except Exception as exc:  # noqa: BLE001

@@ -120,6 +120,16 @@ def judge_block(fn_name, number, count, case, outcome: CallOutcome, reference) -
         raise GradingFailure(
             student_exception(fn_name, number, count, case, outcome.raised, mode=fn_name, cause=cause)
         ) from None
+    if outcome.returned_type == "NoneType" and outcome.placeholders:
+        lines = list(dict.fromkeys(outcome.placeholders))
+        counted = ", ".join(f"`{line}`" + (f" ({outcome.placeholders.count(line)} times)"
+                                           if outcome.placeholders.count(line) > 1 else "") for line in lines)
+        raise GradingFailure(
+            f"{header}\n{outcome.name} returned None: your function still has the template's placeholder "
+            f"{'lines' if len(outcome.placeholders) > 1 else 'line'} {counted}, so X ends up None.\n"
+            "Hint: replace each `= None` with the layer it stands for, applied to X "
+            "(e.g. `X = layers.Activation('relu')(X)`), as the comment above it says."
+        )
     if outcome.returned_type == "NoneType":
         raise GradingFailure(
             f"{header}\n{outcome.name} returned None, expected the block's output tensor.\n"

@@ -101,6 +101,8 @@ def _outcome_record(outcome, writer: Writer) -> dict:
                 pass
     elif outcome.returned_type is not None:
         record["returned_type"] = outcome.returned_type
+        if outcome.placeholders:
+            record["placeholders"] = list(outcome.placeholders)
     elif outcome.model_error is not None:
         record["model_error"] = list(outcome.model_error)
     else:

@@ -16,18 +16,19 @@ from resnet_course.grading.diagnosis import (
     structure_failure,
 )
 from resnet_course.grading.graph import Graph
-from resnet_course.grading.messages import NAME_PATTERN, Context, shape_text
+from resnet_course.grading.messages import NAME_PATTERN, Context, Failure, shape_text
 
 
 def compare_graphs(ctx: Context) -> None:
     R, S = ctx.R, ctx.S
+    _check_main_path_overwritten(ctx)
     if ctx.mode == "model":
         _check_stages(ctx)
     compare_layers(ctx)
     pairs = [(R.nodes[i], S.nodes[j]) for i, j in sorted(ctx.mapping.items())]
-    # 2. names.
-    for ref, st in pairs:
-        check_name(ctx, ref, st)
+    # 2. names, all of them in one message: a model written from an older template gets every
+    # renaming at once instead of one per run.
+    _check_names(ctx, pairs)
     # 3. parameters.
     check_params(ctx, pairs)
     # 4. wiring.
@@ -42,6 +43,49 @@ def compare_graphs(ctx: Context) -> None:
             )
     # 6. numbers.
     _check_numbers(ctx, pairs)
+
+
+def _check_names(ctx: Context, pairs) -> None:
+    wrong = []
+    for ref, st in pairs:
+        try:
+            check_name(ctx, ref, st)
+        except Failure as failure:
+            wrong.append(failure)
+    if len(wrong) == 1:
+        raise wrong[0]
+    if wrong:
+        hints = {failure.hint for failure in wrong}
+        if len(hints) == 1:  # one fix for all of them: said once, as the hint
+            listed = "\n".join(f"- {failure.text}" for failure in wrong)
+            hint = hints.pop()
+        else:
+            listed = "\n".join(f"- {failure.text.rstrip('.')}; {failure.hint}" for failure in wrong)
+            hint = "rename all of them, then run the test again."
+        ctx.fail(f"{len(wrong)} layers don't have the course's names:\n{listed}", hint)
+
+
+def _check_main_path_overwritten(ctx: Context) -> None:
+    """An Add whose two inputs both come out of one conv: the shortcut was added to itself.
+
+    In every residual block the two paths part at the block's input. When they part at a conv,
+    the usual cause is ``X = BatchNormalization(...)(X_shortcut)``: the shortcut's batch norm was
+    assigned to X, so the main path's layers no longer reach the output (and the model has none
+    of them). Said first, before the missing main path is diagnosed as missing layers."""
+    S = ctx.S
+    for add in S.adds():
+        _, _, fork = S.branches(add)
+        if fork is None or S.nodes[fork].kind != "conv":
+            continue
+        conv, add_node = S.nodes[fork], S.nodes[add]
+        ctx.fail(
+            f"Your Add '{add_node.name}' adds the output of the conv '{conv.name}' to something computed "
+            f"from that same conv: both of its inputs come from '{conv.name}', so the main path's layers "
+            "don't reach the output (they aren't in your model at all).",
+            "a line like `X = BatchNormalization(...)(X_shortcut)` overwrote the main path's X with the "
+            "shortcut: assign the shortcut's layers to X_shortcut (X_shortcut = BatchNormalization(...)"
+            "(X_shortcut)) and keep X for the main path.",
+        )
 
 
 def compare_layers(ctx: Context) -> None:

@@ -177,7 +177,9 @@ def _outcome(record: dict, outdir: Path) -> CallOutcome:
                 diagnosis = None  # the diagnosis is a bonus: the exception is reported anyway
         return CallOutcome(name, raised=RaisedError.from_dict(record["raised"]), diagnosis_model=diagnosis)
     if "returned_type" in record:
-        return CallOutcome(name, returned_type=str(record["returned_type"])[:100])
+        placeholders = record.get("placeholders", ())
+        placeholders = tuple(str(line)[:200] for line in placeholders[:10]) if isinstance(placeholders, list) else ()
+        return CallOutcome(name, returned_type=str(record["returned_type"])[:100], placeholders=placeholders)
     if "model_error" in record:
         type_name, text = record["model_error"]
         return CallOutcome(name, model_error=(str(type_name)[:100], str(text)[:2000]))
