@@ -151,3 +151,27 @@ def test_placeholders_reach_the_trusted_verdict(tmp_path):
             judge_block("identity_block", 1, 3, case, attempt, reference)
         messages.append(str(raised.value))
     assert messages[0] == messages[1]
+
+
+@pytest.mark.parametrize("signature, message", [
+    ("input_shape=(64, 3, 3), classes=6", "ResNet50's default input_shape is (64, 3, 3), expected (64, 64, 3)"),
+    ("input_shape=(64, 64, 3), classes=10", "ResNet50's default classes is 10, expected 6"),
+    ("input_shape, classes=6", "ResNet50() can't be called without arguments: input_shape has no default"),
+])
+def test_resnet50_defaults_are_checked(signature, message):
+    from resnet_course.grading.checks import check_resnet50_defaults
+
+    namespace = {}
+    exec(f"def ResNet50({signature}):\n    pass\n", namespace)  # noqa: S102 - a signature under test
+    with pytest.raises(GradingFailure, match=message.replace("(", r"\(").replace(")", r"\)")):
+        check_resnet50_defaults(namespace["ResNet50"])
+
+
+def test_resnet50_defaults_accept_the_template_and_lists():
+    from resnet_course.grading.checks import check_resnet50_defaults
+
+    def ResNet50(input_shape=[64, 64, 3], classes=6):  # noqa: N802, B006 - a list is a valid default here
+        pass
+
+    check_resnet50_defaults(ResNet50)
+    check_resnet50_defaults(lambda **options: None)

@@ -57,7 +57,8 @@ def check_convolutional_block(fn, *, cases=CONVOLUTIONAL_BLOCK_CASES) -> None:
 
 
 def check_resnet50(fn, *, cases=RESNET50_CASES) -> None:
-    """Check ``fn(input_shape=(64, 64, 3), classes=6)`` against the reference ResNet-50.
+    """Check ``fn(input_shape=(64, 64, 3), classes=6)`` against the reference ResNet-50, and
+    ``fn``'s own defaults (``ResNet50()`` must build that same model).
 
     Prints "All tests passed." or raises GradingFailure (an AssertionError) on the first failure.
     """
@@ -66,7 +67,38 @@ def check_resnet50(fn, *, cases=RESNET50_CASES) -> None:
     for number, case in enumerate(cases, 1):
         reference = reference_resnet50(tuple(case.input_shape), case.classes)
         judge_resnet50(number, len(cases), case, call_resnet50(fn, case), reference)
+    check_resnet50_defaults(fn)
     print(PASSED)
+
+
+#: ResNet50()'s defaults in the course: SIGNS' 64x64 RGB images, 6 classes
+RESNET50_DEFAULTS = {"input_shape": (64, 64, 3), "classes": 6}
+
+
+def check_resnet50_defaults(fn) -> None:
+    """``ResNet50()`` with no arguments must build the SIGNS model: its defaults are checked from its
+    signature (building a second ResNet-50 would cost seconds and say no more)."""
+    import inspect
+
+    name = getattr(fn, "__name__", "ResNet50")
+    try:
+        parameters = inspect.signature(fn).parameters
+    except (TypeError, ValueError):  # no signature to read (a builtin, a C function): nothing to say
+        return
+    wanted = "def ResNet50(input_shape=(64, 64, 3), classes=6):"
+    for argument, expected in RESNET50_DEFAULTS.items():
+        parameter = parameters.get(argument)
+        if parameter is None or parameter.kind is inspect.Parameter.VAR_KEYWORD:
+            continue  # the cases above called it with these keywords, so it takes them somehow
+        if parameter.default is inspect.Parameter.empty:
+            raise GradingFailure(f"{name}() can't be called without arguments: {argument} has no default, "
+                                 f"expected {expected!r}.\nHint: keep the template's first line, `{wanted}`")
+        found = parameter.default
+        same = tuple(found) == expected if isinstance(found, (tuple, list)) else found == expected
+        if not same:
+            raise GradingFailure(f"{name}'s default {argument} is {found!r}, expected {expected!r}: "
+                                 f"{name}() must build the model for SIGNS' 64x64 RGB images and 6 classes."
+                                 f"\nHint: keep the template's first line, `{wanted}`")
 
 
 def _check_block(fn, fn_name, cases) -> None:
