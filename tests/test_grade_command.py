@@ -380,10 +380,18 @@ def test_one_worker_and_a_dask_cluster_give_identical_grades(course, tmp_path):
     assert {k: v for k, v in gradebook_scores(clustered).items() if k[1] == "01-identity-block"} == reference
 
 
-def test_grade_assignment_in_process_reports_a_table(course, tmp_path):
+def _checksum_the_snapshot(monkeypatch):
+    """In-process runs checksum the frozen package copy, not a working tree someone may be editing."""
+    from resnet_course.grading import integrity
+
+    monkeypatch.setattr(integrity, "_package_dir", lambda: PACKAGE_SNAPSHOT / "resnet_course")
+
+
+def test_grade_assignment_in_process_reports_a_table(tmp_path, monkeypatch):
     """The Python API the command wraps: same scores, and the closing table per exercise."""
     from resnet_course.grading.command import grade_assignment
 
+    _checksum_the_snapshot(monkeypatch)
     root = make_course(tmp_path / "api", ["bob"])
     output = io.StringIO()
     with redirect_stdout(output):
@@ -392,3 +400,33 @@ def test_grade_assignment_in_process_reports_a_table(course, tmp_path):
     text = output.getvalue()
     assert "identity_block" in text and "0/10" in text and "NotImplementedError" in text
     assert json.loads((root / "grading" / "01-identity-block" / "graded" / "bob.json").read_text())["seed"] == SEED
+
+
+def test_a_course_file_changed_during_the_run_stops_it_and_restores_the_gradebook(tmp_path, monkeypatch):
+    """No submission can do this (the sandbox has no course root): the check is a tripwire, tested by
+    changing the config from outside while a result comes in."""
+    from resnet_course.grading import command
+    from resnet_course.grading.integrity import IntegrityError
+    from resnet_course.grading.runner import TaskOutcome, zero_results
+
+    _checksum_the_snapshot(monkeypatch)
+    root = make_course(tmp_path / "tripwire", ["bob"])
+    with redirect_stdout(io.StringIO()):
+        command.grade_assignment(root, "01-identity-block", seed=SEED, progress=False, out=io.StringIO())
+    before = sqlite3.connect(root / "gradebook.db")
+    dump = list(before.iterdump())
+    before.close()
+
+    def tampered_run(tasks, workers=1, cluster=None):
+        for task in tasks:
+            with open(root / "nbgrader_config.py", "a") as config:
+                config.write("\nc.Exchange.root = '/tmp'\n")
+            yield TaskOutcome(task.student, zero_results(task.assignment, "fake"), None, 0.0)
+
+    monkeypatch.setattr(command, "run_tasks", tampered_run)
+    with pytest.raises(IntegrityError, match=r"nbgrader_config.py changed.*restored from"):
+        command.grade_assignment(root, "01-identity-block", force=True, seed=SEED, progress=False,
+                                 out=io.StringIO())
+    after = sqlite3.connect(root / "gradebook.db")
+    assert list(after.iterdump()) == dump
+    after.close()
