@@ -60,13 +60,17 @@ def check_resnet50(fn, *, cases=RESNET50_CASES) -> None:
     """Check ``fn(input_shape=(64, 64, 3), classes=6)`` against the reference ResNet-50, and
     ``fn``'s own defaults (``ResNet50()`` must build that same model).
 
-    Prints "All tests passed." or raises GradingFailure (an AssertionError) on the first failure.
+    Prints a line per case as it passes (with more than one case: each takes seconds), then
+    "All tests passed.", or raises GradingFailure (an AssertionError) on the first failure.
     """
     cases = tuple(cases)
     clear_session()
+    name = getattr(fn, "__name__", "ResNet50")
     for number, case in enumerate(cases, 1):
         reference = reference_resnet50(tuple(case.input_shape), case.classes)
         judge_resnet50(number, len(cases), case, call_resnet50(fn, case), reference)
+        if len(cases) > 1:  # each case takes seconds: show that the check is moving
+            print(f"case {number} of {len(cases)} passed: {case.describe(name)}", flush=True)
     check_resnet50_defaults(fn)
     print(PASSED)
 
