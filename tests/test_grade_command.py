@@ -92,6 +92,12 @@ def _damage(course: Path) -> str:
         f"open({str(PACKAGE_SNAPSHOT / 'resnet_course' / 'grading' / 'verdict.py')!r}, 'a').write('# hacked')",
         f"open({str(package / 'grading' / 'verdict.py')!r}, 'a').write('# hacked')",
         f"open({str(course / 'nbgrader_config.py')!r}, 'a').write('\\nimport os; os.system(\"touch /tmp/pwned\")\\n')",
+    )
+
+
+def _processes() -> str:
+    """Attempts to kill the grader and to outlive the run: they fail in the sandbox, and score 0."""
+    return _guarded(
         "import os, signal;; os.kill(os.getppid(), signal.SIGKILL)",
         "import os, signal;; os.kill(-1, signal.SIGKILL)",
         f"import subprocess;; subprocess.Popen(['sleep', '{SLEEP_MARK}'], start_new_session=True)",
@@ -162,6 +168,7 @@ def submissions(course: Path) -> dict[str, dict[str, tuple[str, object, float]]]
         "eve": {one: (name, _with_answer(one, good, _no_relu_and_edited_test), 2.0)},
         "mallory_cheats": {one: (name, _with_answer(one, WRONG_BLOCK + "\n" + _cheats()), 0.0)},
         "mallory_damage": {one: (name, _with_answer(one, good + "\n\n" + _damage(course)), MAX)},
+        "mallory_kill": {one: (name, _with_answer(one, good + "\n\n" + _processes()), 0.0)},
         "mallory_reference": {one: (name, _with_answer(
             one, "from resnet_course.blocks import identity_block as reference\n\n"
                  "def identity_block(X, f, filters, stage, block):\n"
@@ -313,8 +320,10 @@ def test_review_file_flags_and_pairs(course):
     assert "| mallory_reference | reference_use |" in review
     assert "| mallory_cheats | ipython |" in review
     assert "| mallory_classmate |" in review and "file_access" in review
-    assert "| mallory_damage | process_control | identity_block | calls os.kill" in review
-    assert "| crash | process_control | identity_block | calls ctypes.string_at" in review
+    assert "| mallory_damage | file_access | identity_block |" in review
+    assert ("| mallory_kill | process_control | identity_block | starts, signals or kills processes with "
+            "os.kill()") in review
+    assert "| crash | native | identity_block | calls ctypes.string_at()" in review
     # alice's notebook is renamed's notebook byte for byte
     assert "| alice | renamed | 100.0 |" in review
     assert "**renamed**: 'identity_block (1).ipynb' was graded as identity_block.ipynb" in review

@@ -14,7 +14,7 @@ import pytest
 
 from resnet_course.grading.assignments import ASSIGNMENTS, assignment_spec
 from resnet_course.grading.cases import draw_cases
-from resnet_course.grading.program import NotANotebook, build_program, static_flags
+from resnet_course.grading.program import ZEROING, NotANotebook, build_program, static_flags
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -261,7 +261,6 @@ def test_allowlist_refuses_a_file_reading_layer_and_garbage():
     "import resnet_course\nidentity_block = resnet_course.__dict__['identity_block']",
 ])
 def test_indirect_reference_use_zeroes_the_exercise(answer):
-    from resnet_course.grading.program import ZEROING
 
     flags = static_flags("01-identity-block", _program(answer))
     assert any(f.kind in ZEROING for f in flags), flags
@@ -342,7 +341,21 @@ def test_reaching_other_files_and_starting_processes_are_flagged():
              "subprocess.Popen(['sleep', '1000'], start_new_session=True)\n"
              "os.system('kill -9 1')\n")
     kinds = [f.kind for f in static_flags("01-identity-block", _program("def identity_block(*a):\n    pass", other))]
-    assert kinds.count("file_access") >= 2 and kinds.count("shell") == 2, kinds
+    assert kinds.count("file_access") >= 2 and kinds.count("process_control") == 2, kinds
+
+
+def test_processes_zero_the_exercise_and_native_code_is_listed():
+    answer = ("import os, signal\nfrom subprocess import Popen as P\nimport ctypes as c\n"
+              "def identity_block(X, f, filters, stage, block):\n"
+              "    os.kill(os.getppid(), signal.SIGKILL)\n    P(['sleep', '1'])\n    os.execvp('sleep', ['sleep'])\n"
+              "    c.string_at(0)\n    return max(X, X)\n")
+    flags = static_flags("01-identity-block", _program(answer))
+    found = [(f.kind, f.detail.split(" (")[0]) for f in flags if f.kind in ("process_control", "native")]
+    assert found == [("process_control", "starts, signals or kills processes with os.kill()"),
+                     ("process_control", "starts, signals or kills processes with subprocess.Popen()"),
+                     ("process_control", "starts, signals or kills processes with os.execvp()"),
+                     ("native", "calls ctypes.string_at()")], found
+    assert "process_control" in ZEROING and "native" not in ZEROING
 
 
 def test_ordinary_code_is_not_flagged():

@@ -280,15 +280,3 @@ def test_hidden_cases_are_redacted_from_student_facing_messages():
     assert kept == visible
     assert redacted.message.startswith("identity_block failed on case 1 of 3: [a hidden case]:")
     assert described not in redacted.message and str(shape) not in redacted.message
-
-
-def test_process_control_is_listed_for_review():
-    from resnet_course.grading.review import process_flags
-
-    cells = [{"role": "imports", "exercise": None, "index": -1, "source": "import os\nos.system('x')"},
-             {"role": "answer", "exercise": "identity_block", "index": 3,
-              "source": "import os, signal\nfrom subprocess import Popen as P\nos.kill(os.getppid(), signal.SIGKILL)\n"
-                        "P(['sleep', '1'])\nimport ctypes as c\nc.string_at(0)\nx = max(1, 2)\n"}]
-    program = f"ASSIGNMENT = '01-identity-block'\nCELLS = {cells!r}\n"
-    details = [flag.detail.split(" (")[0] for flag in process_flags(program)]
-    assert details == ["calls os.kill", "calls subprocess.Popen", "calls ctypes.string_at"]

@@ -31,7 +31,6 @@ from pathlib import Path
 
 from resnet_course.grading.integrity import IntegrityError, IntegrityGuard
 from resnet_course.grading.review import (
-    process_flags,
     same_as_solution,
     similar_answers,
     summary,
@@ -213,9 +212,7 @@ def grade_assignment(course_root: Path, assignment: str, students: list[str] | N
             print(f"Kept {len(kept)} student(s) already graded (use --force to grade them again)", file=out)
         by_student = {s.student: s for s in todo}
         tasks = [_build_task(assignment, s, cases, limits, mode, course_root) for s in todo]
-        # The review also lists process control (kill, fork, subprocess, ctypes): harmless in the
-        # sandbox, but the instructor should see the attempt.
-        flags = {task.student: task.flags + (process_flags(task.program) if task.program else []) for task in tasks}
+        flags = {task.student: task.flags for task in tasks}
         graded: dict[str, list] = {}
         scores: dict[str, dict[str, float]] = dict(kept)
         started = time.monotonic()
@@ -280,7 +277,7 @@ def _flags_of(course_root: Path, assignment: str, submission: Submission) -> lis
         program = build_program(assignment, submission.notebook, solutions=course_root / "solutions")
     except Exception:  # noqa: BLE001 - an unreadable notebook has no code to flag
         return []
-    return list(static_flags(assignment, program)) + process_flags(program)
+    return list(static_flags(assignment, program))
 
 
 def _write_marker(course_root: Path, assignment: str, submission: Submission, notebook_name: str,

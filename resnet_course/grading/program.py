@@ -31,7 +31,7 @@ SOLUTIONS = Path(__file__).resolve().parents[2] / "solutions"
 #: the source's locked cells that the program takes from the source itself
 SOURCE_CELLS = ("imports",)
 #: flags that zero the exercise they are found in
-ZEROING = ("reference_use", "hidden_code")
+ZEROING = ("reference_use", "hidden_code", "process_control")
 #: the grader's public names: a student may import these (to run the checks themselves)
 GRADING_PUBLIC = frozenset({"BlockCase", "ModelCase", "IDENTITY_BLOCK_CASES", "CONVOLUTIONAL_BLOCK_CASES",
                             "RESNET50_CASES", "check_identity_block", "check_convolutional_block",
@@ -46,7 +46,8 @@ class NotANotebook(ValueError):
 class Flag:
     """Something in the student's code the rules forbid or the instructor should see.
 
-    ``kind``: reference_use, hidden_code, ipython, file_access, shell, grader_access or syntax_error;
+    ``kind``: reference_use, hidden_code, process_control, ipython, file_access, native, grader_access or
+    syntax_error;
     ``exercise``: the exercise whose answer cell holds it (None: another cell, so every exercise of the
     assignment); ``detail``: what was found, with its line.
     """
@@ -171,10 +172,22 @@ _UNPICKLERS = {"pickle.loads", "pickle.load", "marshal.loads", "marshal.load", "
 _FILE_CALLS = {"open", "Path", "PurePath", "join", "read_text", "read_bytes", "write_text", "write_bytes",
                "listdir", "scandir", "glob", "iglob", "walk", "connect", "chdir", "copy", "copyfile", "copytree",
                "rmtree", "remove", "unlink", "rename", "load", "loadtxt", "read_csv"}
-_SHELL_CALLS = {"os.system", "os.popen", "os.fork", "os.kill", "os.killpg", "os.execv", "os.execvp", "os.spawnv",
-                "os.setsid", "os.setpgrp", "signal.signal", "ctypes.CDLL"}
+#: Calls that start, signal or kill processes ("process_control": zeroes the exercise, since
+#: no exercise needs one and it is how a submission would try to stop the grader or outlive its
+#: run) and calls into native code or the process's own limits ("native": listed for review; a
+#: crash they cause scores 0 by itself). Matched as exact dotted names or, ending in ".", prefixes.
+_PROCESS_CONTROL = ("os.system", "os.popen", "os.fork", "os.forkpty", "os.kill", "os.killpg", "os.exec",
+                    "os.spawn", "os.posix_spawn", "os.setsid", "os.setpgrp", "os.setpgid", "signal.pthread_kill",
+                    "signal.alarm", "signal.setitimer", "subprocess.", "pty.", "multiprocessing.",
+                    "concurrent.futures.ProcessPoolExecutor")
+_NATIVE = ("ctypes.", "cffi.", "resource.setrlimit", "resource.prlimit", "signal.signal", "os._exit")
 _FORBIDDEN_PATHS = re.compile(r"(^|/)(submitted|autograded|gradebook\.db|nbgrader_config|solutions|feedback)"
                               r"(/|$)|\.\./|^/|^~")
+
+
+def _matches(name: str, patterns) -> bool:
+    """``os.`` names match as prefixes too (os.exec covers os.execv, os.execvpe ...), as do those ending in "."."""
+    return any(name == p or (name.startswith(p) and (p.endswith(".") or p.startswith("os."))) for p in patterns)
 
 
 def static_flags(assignment: str, program_source: str) -> list[Flag]:
@@ -279,8 +292,11 @@ def _cell_flags(spec, tree, exercise, source) -> list[Flag]:
                             argument.value == ".." or _FORBIDDEN_PATHS.search(argument.value)):
                         flags.append(Flag("file_access", owner, f"reaches {argument.value!r} ({line(node)})"))
                         break
-            if name.split(".")[0] in ("subprocess", "pty") or name in _SHELL_CALLS:
-                flags.append(Flag("shell", owner, f"starts a process with {name}() ({line(node)})"))
+            if _matches(name, _PROCESS_CONTROL):
+                flags.append(Flag("process_control", owner, f"starts, signals or kills processes with {name}() "
+                                                             f"({line(node)})"))
+            elif _matches(name, _NATIVE):
+                flags.append(Flag("native", owner, f"calls {name}() ({line(node)})"))
         elif isinstance(node, ast.Constant) and isinstance(node.value, str):
             if "gradebook.db" in node.value or re.search(r"(^|/)submitted/", node.value):
                 flags.append(Flag("file_access", owner, f"names {node.value[:80]!r} ({line(node)})"))

@@ -3,14 +3,15 @@
 Written to ``grading/<assignment>/review.md`` in the course root after each run:
 
 * **flags** from the static reading of each student's code (``program.static_flags``): imports or
-  calls of the course's reference implementation (that exercise scores 0, with the message),
-  reading other students' files or the gradebook, ``get_ipython``/input transformers, ``exec``
-  of computed or encoded strings, and the grading notes (renamed file, restored cells, timeouts);
+  calls of the course's reference implementation, ``exec`` of computed or encoded strings and
+  processes started, signalled or killed (these three score the exercise 0, with the message),
+  reading other students' files or the gradebook, ``get_ipython``/input transformers, native code,
+  and the grading notes (renamed file, restored cells, timeouts);
 * **near-identical answers**: every pair of students whose answer cells, with comments and blank
   lines removed, are at least ``SIMILARITY_THRESHOLD`` % alike (RapidFuzz's normalised
   Indel similarity), and answers that are the same as the course's published solution.
 
-Nothing here changes a score except the reference-copy rule applied by the verdict.
+Nothing here changes a score: the verdict applies the zeroing flags (``program.ZEROING``).
 """
 
 from __future__ import annotations
@@ -33,60 +34,6 @@ class SimilarPair:
     second: str
     similarity: float
 
-
-#: Calls that reach outside the student's own computation: signals, new processes, raw memory.
-#: The sandbox makes them harmless; the review lists them so the instructor sees the attempt.
-_PROCESS_CALLS = ("os.kill", "os.killpg", "os.fork", "os.forkpty", "os.setsid", "os.system", "os.exec",
-                  "os.spawn", "os.posix_spawn", "os._exit", "signal.", "subprocess.", "multiprocessing.",
-                  "ctypes.", "pty.", "resource.setrlimit")
-
-
-@dataclass(frozen=True)
-class ProcessFlag:
-    kind: str
-    exercise: str | None
-    detail: str
-
-
-def process_flags(program_source: str) -> list[ProcessFlag]:
-    """Calls in the student's cells that signal, start processes or touch raw memory (read, not run)."""
-    import ast
-
-    from resnet_course.grading.collect import read_program
-
-    flags = []
-    for cell in read_program(program_source):
-        if cell.get("role") == "imports":
-            continue  # the assignment's own cell
-        try:
-            tree = ast.parse(cell["source"])
-        except SyntaxError:
-            continue
-        aliases = {}
-        for node in ast.walk(tree):
-            if isinstance(node, ast.Import):
-                aliases.update({a.asname or a.name: a.name for a in node.names})
-            elif isinstance(node, ast.ImportFrom) and node.module:
-                aliases.update({a.asname or a.name: f"{node.module}.{a.name}" for a in node.names})
-        for node in ast.walk(tree):
-            if not isinstance(node, ast.Call):
-                continue
-            name = _dotted_name(node.func, aliases)
-            if name and any(name == call or name.startswith(call) for call in _PROCESS_CALLS):
-                flags.append(ProcessFlag("process_control", cell.get("exercise"),
-                                         f"calls {name} (line {node.lineno}: "
-                                         f"{(ast.get_source_segment(cell['source'], node) or '')[:120]})"))
-    return flags
-
-
-def _dotted_name(node, aliases: dict[str, str]) -> str | None:
-    parts = []
-    while hasattr(node, "attr"):
-        parts.append(node.attr)
-        node = node.value
-    if not hasattr(node, "id"):
-        return None
-    return ".".join([aliases.get(node.id, node.id), *reversed(parts)])
 
 
 def normalise_code(source: str) -> str:

@@ -82,6 +82,9 @@ def _flag_message(flag) -> str:
     if flag.kind == "reference_use":
         return (f"Scored 0: your answer {flag.detail}. The exercise is to write it yourself; the course's "
                 "reference implementation can't be handed in.")
+    if flag.kind == "process_control":
+        return (f"Scored 0: your code {flag.detail}. No exercise needs processes of its own, and code that "
+                "starts, signals or kills them is how a submission would stop the grader or outlive its run.")
     return (f"Scored 0: your answer {flag.detail}; the grader can't read code built while it runs, so the "
             "answer can't be graded. Write the code out.")
 
