@@ -13,7 +13,8 @@ folder that then replaces notebooks/<assignment>/. Nothing else is written: note
 what nbgrader produces, and the instructors' gradebook.db is left alone.
 
 ``--execute`` runs each source notebook top to bottom in the venv's kernel and saves it with its
-outputs (what nbval compares), minus TensorFlow's start-up log lines on stderr.
+outputs (what nbval compares), minus TensorFlow's start-up log lines on stderr, with each progress
+bar stored as its last state.
 """
 
 from __future__ import annotations
@@ -79,6 +80,43 @@ def strip_noise(nb) -> None:
         cell["outputs"] = kept
 
 
+def _as_a_terminal_shows(text: str) -> str:
+    """``text`` as a terminal leaves it: on each line, what follows the last carriage return, with
+    backspaces applied (Keras' progress bar rewrites its line with them, step after step)."""
+    lines = []
+    for line in text.split("\n"):
+        line = line.split("\r")[-1] if "\r" in line.rstrip("\r") else line.rstrip("\r")
+        kept: list[str] = []
+        for char in line:
+            if char == "\b":
+                if kept:
+                    kept.pop()
+            else:
+                kept.append(char)
+        lines.append("".join(kept))
+    return "\n".join(lines)
+
+
+def collapse_progress(nb) -> None:
+    """Merge each cell's consecutive stream outputs and keep what a terminal would show of them, so a
+    progress bar is stored as its last state per line, not as thousands of updates."""
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        merged = []
+        for output in cell.get("outputs", []):
+            previous = merged[-1] if merged else None
+            if (output.get("output_type") == "stream" and previous is not None
+                    and previous.get("output_type") == "stream" and previous.get("name") == output.get("name")):
+                previous["text"] += output["text"]
+            else:
+                merged.append(output)
+        for output in merged:
+            if output.get("output_type") == "stream" and ("\r" in output["text"] or "\b" in output["text"]):
+                output["text"] = _as_a_terminal_shows(output["text"])
+        cell["outputs"] = merged
+
+
 def execute(path: Path, timeout: int = 600) -> None:
     """Run the notebook ``path`` in its own folder and save it with its outputs."""
     import nbformat
@@ -94,6 +132,7 @@ def execute(path: Path, timeout: int = 600) -> None:
         os.environ.clear()
         os.environ.update(old_env)
     strip_noise(nb)
+    collapse_progress(nb)
     nbformat.write(nb, path)
 
 
