@@ -16,28 +16,12 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from handed_in import released, solved
 
 pytestmark = pytest.mark.slow  # one sandboxed grading run per assignment
 
 ROOT = Path(__file__).resolve().parent.parent
 ASSIGNMENTS = ["03-resnet50", "04-signs", "05-cifar10", "06-fer2013"]
-
-
-def _released(assignment: str):
-    (release,) = (ROOT / "notebooks" / assignment).glob("*.ipynb")
-    return release.name, nbformat.read(release, as_version=4)
-
-
-def _solved(assignment: str):
-    (source,) = (ROOT / "solutions" / assignment).glob("*.ipynb")
-    answers = {c.metadata["nbgrader"]["grade_id"]: c.source for c in nbformat.read(source, as_version=4).cells
-               if c.metadata.get("nbgrader", {}).get("solution")}
-    name, nb = _released(assignment)
-    for cell in nb.cells:
-        grade_id = cell.metadata.get("nbgrader", {}).get("grade_id")
-        if grade_id in answers:
-            cell.source = "\n".join(line for line in answers[grade_id].splitlines() if "SOLUTION" not in line)
-    return name, nb
 
 
 def _run(course: Path, *args: str) -> str:
@@ -55,7 +39,7 @@ def test_solutions_full_marks_and_release_zero_on_every_later_assignment(tmp_pat
     for assignment in ASSIGNMENTS:
         shutil.copytree(ROOT / "solutions" / assignment, course / "solutions" / assignment,
                         ignore=shutil.ignore_patterns("__pycache__", ".ipynb_*"))
-        for student, (name, nb) in (("alice", _solved(assignment)), ("bob", _released(assignment))):
+        for student, (name, nb) in (("alice", solved(assignment)), ("bob", released(assignment))):
             folder = course / "submitted" / student / assignment
             folder.mkdir(parents=True)
             nbformat.write(nb, folder / name)

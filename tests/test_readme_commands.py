@@ -18,6 +18,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from handed_in import solved
 
 pytestmark = pytest.mark.slow  # grades a submission in the sandbox, then runs nbgrader twice
 
@@ -34,19 +35,6 @@ def readme_instructor_commands() -> list[str]:
     return [command for command in commands if command and not command.startswith("#")]
 
 
-def _solved(assignment: str):
-    (source,) = (ROOT / "solutions" / assignment).glob("*.ipynb")
-    (release,) = (ROOT / "notebooks" / assignment).glob("*.ipynb")
-    answers = {c.metadata["nbgrader"]["grade_id"]: c.source for c in nbformat.read(source, as_version=4).cells
-               if c.metadata.get("nbgrader", {}).get("solution")}
-    nb = nbformat.read(release, as_version=4)
-    for cell in nb.cells:
-        grade_id = cell.metadata.get("nbgrader", {}).get("grade_id")
-        if grade_id in answers:
-            cell.source = "\n".join(line for line in answers[grade_id].splitlines() if "SOLUTION" not in line)
-    return release.name, nb
-
-
 def test_the_readme_names_the_grading_commands():
     commands = readme_instructor_commands()
     assert any(c.startswith(".venv/bin/resnet-course grade ") for c in commands), commands
@@ -60,7 +48,7 @@ def test_readme_instructor_commands_work_as_written(tmp_path):
     for folder in ("solutions", "notebooks"):
         shutil.copytree(ROOT / folder, course / folder, ignore=shutil.ignore_patterns("__pycache__", ".ipynb_*"))
     (course / ".venv").symlink_to(Path(sys.prefix))
-    name, nb = _solved(ASSIGNMENT)
+    name, nb = solved(ASSIGNMENT)
     (course / "submitted" / "alice" / ASSIGNMENT).mkdir(parents=True)
     nbformat.write(nb, course / "submitted" / "alice" / ASSIGNMENT / name)
     committed = {p: p.read_bytes() for p in (course / "notebooks").rglob("*.ipynb")}
