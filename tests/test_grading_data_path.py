@@ -12,7 +12,6 @@ import sys
 import warnings
 from pathlib import Path
 
-import nbformat
 import pytest
 
 from resnet_course.grading.assignments import ASSIGNMENTS
@@ -117,13 +116,27 @@ def _direct_verdict(check, fn, **kwargs):
     return None
 
 
+def _assert_collect_agrees(definitions, cells, direct, tmp_path, compared: slice) -> None:
+    """Run the definitions through collect, judge each cell, and compare with the direct verdicts:
+    the same pass or fail, and the same ``compared`` lines of the message (the rest holds automatic
+    layer names and file names, which differ between the two processes)."""
+    from resnet_course.grading.verdict import judge_cell, read_manifest
+
+    outdir = run_collect(_student_program(definitions), {"assignment": None, "seed": 0, "cells": cells}, tmp_path)
+    manifest = read_manifest(outdir)
+    for name, cell in cells.items():
+        found = judge_cell(name, cell, manifest, outdir)
+        assert (found is None) == (direct[name] is None), (name, found, direct[name])
+        if found is not None:
+            assert found.splitlines()[compared] == direct[name].splitlines()[compared], (name, found, direct[name])
+
+
 @pytest.mark.slow
 def test_block_styles_and_mistakes_get_the_direct_checks_verdicts(tmp_path):
     """Every style and mistake of tests/student_mistakes.py: the same verdict (and, as nothing in them
     is custom, the same message) through collect -> score as from the notebook's check."""
     from resnet_course.grading import check_convolutional_block, check_identity_block
     from resnet_course.grading.cases import CONVOLUTIONAL_BLOCK_CASES, IDENTITY_BLOCK_CASES, _as_dict
-    from resnet_course.grading.verdict import judge_cell, read_manifest
 
     sys.path.insert(0, str(TESTS))
     from student_mistakes import student_convolutional_block, student_identity_block
@@ -139,22 +152,13 @@ def test_block_styles_and_mistakes_get_the_direct_checks_verdicts(tmp_path):
             definitions.append(f"{name} = student_{kind}(**{option!r})")
             cells[name] = {"check": kind, "function": name, "cases": [_as_dict(c) for c in cases]}
             direct[name] = _direct_verdict(check, make(**option))
-    cases = {"assignment": None, "seed": 0, "cells": cells}
-    outdir = run_collect(_student_program(definitions), cases, tmp_path)
-    manifest = read_manifest(outdir)
-    for name, cell in cells.items():
-        found = judge_cell(name, cell, manifest, outdir)
-        assert (found is None) == (direct[name] is None), (name, found, direct[name])
-        if found is not None:
-            # automatic layer names and the file of the student's code differ between the two processes
-            assert found.splitlines()[0] == direct[name].splitlines()[0], (name, found, direct[name])
+    _assert_collect_agrees(definitions, cells, direct, tmp_path, slice(0, 1))
 
 
 @pytest.mark.slow
 def test_resnet50_styles_and_mistakes_get_the_direct_checks_verdicts(tmp_path):
     from resnet_course.grading import check_resnet50
     from resnet_course.grading.cases import RESNET50_CASES, _as_dict
-    from resnet_course.grading.verdict import judge_cell, read_manifest
 
     sys.path.insert(0, str(TESTS))
     from student_mistakes import student_resnet50
@@ -165,14 +169,7 @@ def test_resnet50_styles_and_mistakes_get_the_direct_checks_verdicts(tmp_path):
         definitions.append(f"{name} = student_resnet50(**{option!r})")
         cells[name] = {"check": "resnet50", "function": name, "cases": [_as_dict(RESNET50_CASES[1])]}
         direct[name] = _direct_verdict(check_resnet50, student_resnet50(**option), cases=[RESNET50_CASES[1]])
-    cases = {"assignment": None, "seed": 0, "cells": cells}
-    outdir = run_collect(_student_program(definitions), cases, tmp_path)
-    manifest = read_manifest(outdir)
-    for name, cell in cells.items():
-        found = judge_cell(name, cell, manifest, outdir)
-        assert (found is None) == (direct[name] is None), (name, found, direct[name])
-        if found is not None:
-            assert found.splitlines()[1:2] == direct[name].splitlines()[1:2], (name, found, direct[name])
+    _assert_collect_agrees(definitions, cells, direct, tmp_path, slice(1, 2))
 
 
 @pytest.mark.slow
