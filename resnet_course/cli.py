@@ -186,7 +186,7 @@ def _add_check_parser(subcommands: argparse._SubParsersAction) -> None:
     check = subcommands.add_parser(
         "check", help="grade the course's reference ResNet-50 with the course's grader",
         description="Grade the reference ResNet-50 (resnet_course.model.ResNet50) with "
-        "check_resnet50, as a student's is graded; prints 'All tests passed.'.",
+        "check_resnet50, as a student's is graded; prints a line per case, then 'All tests passed.'.",
     )
     check.add_argument("--summary", action="store_true", help="also print the model's summary")
     check.set_defaults(handler=_run_check)
