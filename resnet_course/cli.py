@@ -19,6 +19,7 @@ import sys
 import time
 from typing import Sequence
 
+from resnet_course.backends import BACKENDS
 from resnet_course.datasets import DATASET_NAMES, DatasetError
 from resnet_course.grading.command import add_grade_parser
 
@@ -105,9 +106,9 @@ def _run_train(args: argparse.Namespace) -> int:
 
     metrics = training.train(
         args.dataset, args.profile, args.out, epochs=args.epochs, batch_size=args.batch_size,
-        data_dir=args.data_dir, seed=args.seed,
+        data_dir=args.data_dir, seed=args.seed, backend=args.backend, devices=args.devices,
     )
-    keys = ("test_accuracy", "test_accuracy_flip_tta", "train_seconds", "epochs", "best_epoch")
+    keys = ("test_accuracy", "test_accuracy_flip_tta", "train_seconds", "epochs", "best_epoch", "precision")
     summary = {key: metrics[key] for key in keys if metrics.get(key) is not None}
     print(json.dumps(summary, indent=2))
     print(f"Wrote the model, metrics.json, history.csv and plots to {args.out}")
@@ -151,6 +152,14 @@ def _add_training_parsers(subcommands: argparse._SubParsersAction) -> None:
     train.add_argument("--epochs", type=int, default=None, help="override the recipe's epochs")
     train.add_argument("--batch-size", type=int, default=None, help="override the recipe's batch size")
     train.add_argument("--seed", type=int, default=0, help="the same seed gives the same result on a CPU")
+    train.add_argument("--backend", default="auto", choices=("auto", *BACKENDS),
+                       help="Keras backend; auto: the fastest installed one for this machine, from the "
+                       "table benchmarks/run.py measures (the choice and why are printed and saved in "
+                       "metrics.json) (default: auto)")
+    train.add_argument("--devices", default="1", metavar="all|N",
+                       help="train data-parallel on N devices (GPUs, else CPU devices) or all of them, "
+                       "through Keras' distribution support (jax, tensorflow); the batch size is the "
+                       "global one (default: 1)")
     _add_data_dir_option(train)
     train.set_defaults(handler=_run_train)
 
@@ -205,18 +214,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-#: Commands that load TensorFlow (through Keras); the data commands don't.
+#: Commands that load Keras (and TensorFlow on its backend); the data commands don't.
 _KERAS_COMMANDS = ("train", "evaluate", "predict", "check", "grade")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
     args = build_parser().parse_args(argv)
-    if args.command in _KERAS_COMMANDS:
-        from resnet_course import startup
-
-        startup.import_tensorflow_quietly()  # no C++ start-up lines before the command's own output
     try:
+        if args.command == "train" and "keras" not in sys.modules:
+            from resnet_course.backends import use_backend
+
+            use_backend(args.backend)  # before Keras is imported: the backend is fixed then
+        if args.command in _KERAS_COMMANDS:
+            from resnet_course import startup
+
+            startup.import_tensorflow_quietly()  # no C++ start-up lines before the command's own output
         return args.handler(args)
     except USER_ERRORS as error:
         print(f"error: {error}", file=sys.stderr)

@@ -25,7 +25,7 @@ import sys
 import tempfile
 from typing import Iterator
 
-__all__ = ["STARTUP_NOISE", "filtered_stderr", "import_tensorflow_quietly", "is_startup_noise"]
+__all__ = ["STARTUP_NOISE", "configured_backend", "filtered_stderr", "import_tensorflow_quietly", "is_startup_noise"]
 
 #: One line of TensorFlow's load-time logging (absl's pre-init notice, INFO lines and the
 #: instruction-set notice). Warnings and errors (``W``/``E``/``F`` lines) are kept.
@@ -72,20 +72,36 @@ def filtered_stderr() -> Iterator[None]:
                 sys.stderr.flush()
 
 
-def import_tensorflow_quietly() -> None:
-    """Import TensorFlow (and Keras, which loads it) with its start-up log lines left out.
+def configured_backend() -> str:
+    """The backend Keras will load, read as Keras reads it, without importing Keras:
+    ``KERAS_BACKEND``, else ``keras.json`` in ``KERAS_HOME`` (default ``~/.keras``), else tensorflow."""
+    if os.environ.get("KERAS_BACKEND"):
+        return os.environ["KERAS_BACKEND"]
+    import json
+    from pathlib import Path
 
-    Does nothing when TensorFlow is already imported or not installed; an import error is raised
-    as usual, with whatever TensorFlow wrote to stderr shown.
+    config = Path(os.environ.get("KERAS_HOME") or Path.home() / ".keras") / "keras.json"
+    try:
+        return json.loads(config.read_text()).get("backend", "tensorflow")
+    except (OSError, ValueError, AttributeError):
+        return "tensorflow"
+
+
+def import_tensorflow_quietly() -> None:
+    """Import Keras (and TensorFlow first, when Keras will run on it) with TensorFlow's start-up
+    log lines left out.
+
+    On the JAX or PyTorch backend TensorFlow is not imported. Does nothing when Keras is already
+    imported; an import error is raised as usual, with whatever TensorFlow wrote to stderr shown.
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # later INFO logs, after absl is initialised
-    if "tensorflow" in sys.modules:
+    if "keras" in sys.modules and "tensorflow" in sys.modules:
         return
-    if importlib.util.find_spec("tensorflow") is None:
-        return
+    on_tensorflow = configured_backend() == "tensorflow" and importlib.util.find_spec("tensorflow") is not None
     with filtered_stderr():
-        tensorflow = importlib.import_module("tensorflow")
+        if on_tensorflow:
+            tensorflow = importlib.import_module("tensorflow")
+            # Looking for devices now logs "failed call to cuInit" here, on a machine without a GPU,
+            # instead of in the first cell that runs a layer.
+            tensorflow.config.list_physical_devices()
         importlib.import_module("keras")
-        # Looking for devices now logs "failed call to cuInit" here, on a machine without a GPU,
-        # instead of in the first cell that runs a layer.
-        tensorflow.config.list_physical_devices()

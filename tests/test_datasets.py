@@ -976,6 +976,24 @@ def pipelines():
     return pytest.importorskip("resnet_course.pipelines")
 
 
+def _engines():
+    """Both input engines where TensorFlow is installed and Keras runs on it; NumPy always."""
+    import keras
+
+    return ["numpy", "tf.data"] if keras.backend.backend() == "tensorflow" else ["numpy"]
+
+
+@pytest.fixture(params=["numpy", "tf.data"])
+def engine(request):
+    if request.param not in _engines():
+        pytest.skip("tf.data feeds the TensorFlow backend only")
+    return request.param
+
+
+def _array(tensor):
+    return np.asarray(tensor)
+
+
 def signs_like(count: int = 60):
     x = RNG.integers(0, 256, (count, 64, 64, 3), dtype=np.uint8)
     return x, np.arange(count) % 6
@@ -993,32 +1011,56 @@ def test_split_validation_is_deterministic_and_stratified(pipelines):
     assert len(together) == 120  # a partition: nothing lost, nothing duplicated
 
 
-def test_make_datasets_batches_scales_and_splits(pipelines):
+def test_make_datasets_batches_scales_and_splits(pipelines, engine):
     x, y = signs_like(60)
-    data = pipelines.make_datasets("signs", x, y, batch_size=16, validation_fraction=0.2, one_hot=True)
-    images, labels = next(iter(data.train))
+    data = pipelines.make_datasets("signs", x, y, batch_size=16, validation_fraction=0.2, one_hot=True,
+                                   engine=engine)
+    assert data.engine == engine
+    images, labels = (_array(t) for t in next(iter(data.train)))
     assert images.shape == (16, 64, 64, 3) and images.dtype.name == "float32"
-    assert 0.0 <= float(images.numpy().min()) and float(images.numpy().max()) <= 1.0
+    assert 0.0 <= float(images.min()) and float(images.max()) <= 1.0
     assert labels.shape == (16, 6)
     assert data.train_size == 48 and data.steps_per_epoch == 3 and len(data.x_val) == 12
-    val_images, val_labels = next(iter(data.validation))
-    np.testing.assert_allclose(val_images.numpy(), data.x_val[:12] / 255.0, rtol=1e-6)
-    np.testing.assert_array_equal(val_labels.numpy().argmax(1), data.y_val[:12])
+    val_images, val_labels = (_array(t) for t in next(iter(data.validation)))
+    np.testing.assert_allclose(val_images, data.x_val[:12] / 255.0, rtol=1e-6)
+    np.testing.assert_array_equal(val_labels.argmax(1), data.y_val[:12])
     assert sum(int(b[0].shape[0]) for b in data.train) == 48
 
 
-def test_augmentation_is_reproducible_and_changes_every_epoch(pipelines):
+def _first_epoch_and_next(data):
+    """The first batch of two successive epochs (PyDataset: Keras calls on_epoch_end between)."""
+    first = _array(next(iter(data.train))[0])
+    if hasattr(data.train, "on_epoch_end"):
+        data.train.on_epoch_end()
+    return first, _array(next(iter(data.train))[0])
+
+
+def test_augmentation_is_reproducible_and_changes_every_epoch(pipelines, engine):
     x, y = signs_like(32)
-    first = pipelines.make_datasets("signs", x, y, batch_size=32, validation_fraction=0, seed=3)
-    second = pipelines.make_datasets("signs", x, y, batch_size=32, validation_fraction=0, seed=3)
-    epoch_one = next(iter(first.train))[0].numpy()
-    np.testing.assert_array_equal(epoch_one, next(iter(second.train))[0].numpy())
-    assert not np.array_equal(epoch_one, next(iter(first.train))[0].numpy())
-    plain = pipelines.make_datasets("signs", x, y, batch_size=32, validation_fraction=0, augment=False, seed=3)
-    images, _ = next(iter(plain.train))
+    first = pipelines.make_datasets("signs", x, y, batch_size=32, validation_fraction=0, seed=3, engine=engine)
+    second = pipelines.make_datasets("signs", x, y, batch_size=32, validation_fraction=0, seed=3, engine=engine)
+    epoch_one, epoch_two = _first_epoch_and_next(first)
+    np.testing.assert_array_equal(epoch_one, _array(next(iter(second.train))[0]))
+    assert not np.array_equal(epoch_one, epoch_two)
+    plain = pipelines.make_datasets("signs", x, y, batch_size=32, validation_fraction=0, augment=False, seed=3,
+                                    engine=engine)
+    images = _array(next(iter(plain.train))[0])
     # Without augmentation every batch image is exactly one of the inputs, scaled.
     inputs = {image.tobytes() for image in x}
-    assert all((np.round(image * 255).astype(np.uint8)).tobytes() in inputs for image in images.numpy())
+    assert all((np.round(image * 255).astype(np.uint8)).tobytes() in inputs for image in images)
+
+
+def test_numpy_batches_are_a_function_of_seed_epoch_and_index(pipelines):
+    x, y = signs_like(64)
+    data = pipelines.make_datasets("signs", x, y, batch_size=16, validation_fraction=0, seed=5, engine="numpy")
+    again = pipelines.make_datasets("signs", x, y, batch_size=16, validation_fraction=0, seed=5, engine="numpy")
+    # Asked for out of order (as a prefetching worker might), a batch is still the same batch.
+    np.testing.assert_array_equal(data.train[3][0], again.train[3][0])
+    np.testing.assert_array_equal(data.train[1][1], again.train[1][1])
+    seen = np.concatenate([data.train[i][1] for i in range(len(data.train))])
+    assert sorted(seen.tolist()) == sorted(y.tolist())  # every image once per epoch
+    with pytest.raises(IndexError):
+        data.train[len(data.train)]
 
 
 def test_augmentation_policies(pipelines):
@@ -1029,11 +1071,19 @@ def test_augmentation_policies(pipelines):
         assert policy.horizontal_flip and policy.max_shift > 0 and policy.max_zoom == 0
 
 
-def test_shift_without_zoom_moves_whole_pixels(pipelines):
+def _augment(pipelines, policy, images, engine):
+    if engine == "numpy":
+        return policy(images, 12)
     import tensorflow as tf
 
+    from resnet_course.pipelines.tf_data import augment_tensor
+
+    return augment_tensor(policy, tf.constant(images), tf.constant([1, 2])).numpy()
+
+
+def test_shift_without_zoom_moves_whole_pixels(pipelines, engine):
     images = RNG.random((4, 32, 32, 3)).astype(np.float32)
-    shifted = pipelines.Augmentation(max_shift=0.125)(tf.constant(images), tf.constant([1, 2])).numpy()
+    shifted = _augment(pipelines, pipelines.Augmentation(max_shift=0.125), images, engine)
     for source, result in zip(images, shifted):
         errors = {
             (dy, dx): np.abs(
@@ -1045,31 +1095,46 @@ def test_shift_without_zoom_moves_whole_pixels(pipelines):
         assert min(errors.values()) < 1e-5
 
 
-def test_flip_mirrors_images(pipelines):
-    import tensorflow as tf
-
+def test_flip_mirrors_images(pipelines, engine):
     images = RNG.random((64, 8, 8, 1)).astype(np.float32)
-    flipped = pipelines.Augmentation(horizontal_flip=True)(tf.constant(images), tf.constant([0, 1])).numpy()
+    original = images.copy()
+    flipped = _augment(pipelines, pipelines.Augmentation(horizontal_flip=True), images, engine)
+    np.testing.assert_array_equal(images, original)  # the caller's batch is left alone
     mirrored = [np.array_equal(f, i[:, ::-1]) and not np.array_equal(f, i) for f, i in zip(flipped, images)]
     untouched = [np.array_equal(f, i) for f, i in zip(flipped, images)]
     assert all(m or u for m, u in zip(mirrored, untouched)) and 16 < sum(mirrored) < 48
 
 
-def test_standardisation_uses_training_statistics_and_validation_data(pipelines):
+def test_numpy_zoom_samples_like_tensorflow_crop_and_resize(pipelines):
+    """The NumPy engine's shift-and-zoom resamples exactly where tf.image.crop_and_resize does
+    with the boxes the tf.data engine draws (so both engines augment alike)."""
+    tf = pytest.importorskip("tensorflow")
+    from resnet_course.pipelines.augmentation import _shift_and_zoom
+
+    images = RNG.random((3, 64, 64, 3)).astype(np.float32)
+    shifts = np.array([[2.3, -1.7], [-6.2, 4.0], [0.0, 0.5]])
+    scales = np.array([[1.08], [0.91], [1.0]])
+    centres = 0.5 + shifts / 63
+    boxes = np.concatenate([centres - 0.5 / scales, centres + 0.5 / scales], axis=1).astype(np.float32)
+    expected = tf.image.crop_and_resize(images, boxes, np.arange(3), [64, 64], extrapolation_value=0.0)
+    np.testing.assert_allclose(_shift_and_zoom(images, shifts, scales), expected.numpy(), atol=1e-4)
+
+
+def test_standardisation_uses_training_statistics_and_validation_data(pipelines, engine):
     x, y = signs_like(30)
     x_val, y_val = signs_like(12)
     data = pipelines.make_datasets(
         "signs", x, y, batch_size=30, validation_data=(x_val, y_val), normalization="standardize",
-        augment=False,
+        augment=False, engine=engine,
     )
     mean = x.reshape(-1, 3).mean(axis=0) / 255
     np.testing.assert_allclose(data.normalization.mean, mean, rtol=1e-6)
-    images, _ = next(iter(data.train))
-    np.testing.assert_allclose(images.numpy().reshape(-1, 3).mean(axis=0), 0, atol=1e-4)
+    images = _array(next(iter(data.train))[0])
+    np.testing.assert_allclose(images.reshape(-1, 3).mean(axis=0), 0, atol=1e-4)
     assert data.train_size == 30 and len(data.x_val) == 12
-    test_images = next(iter(data.eval_dataset(x_val)))
+    test_images = _array(next(iter(data.eval_dataset(x_val))))
     np.testing.assert_allclose(
-        test_images.numpy(), (x_val / 255 - np.array(data.normalization.mean)) / np.array(data.normalization.std),
+        test_images, (x_val / 255 - np.array(data.normalization.mean)) / np.array(data.normalization.std),
         rtol=1e-4, atol=1e-5,
     )
 
@@ -1080,3 +1145,5 @@ def test_make_datasets_rejects_mismatched_arrays(pipelines):
         pipelines.make_datasets("cifar10", x, y)
     with pytest.raises(ValueError, match="labels must be class indices 0-5"):
         pipelines.make_datasets("signs", x, y + 1)
+    with pytest.raises(ValueError, match="engine must be one of auto, tf.data, numpy"):
+        pipelines.make_datasets("signs", x, y, engine="torch")

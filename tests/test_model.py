@@ -209,7 +209,8 @@ def test_load_keras_applications_weights_reproduces_activations(resnet50):
     x = np.random.default_rng(1).random((2, 64, 64, 3), dtype=np.float32)
 
     def activations(model, names):
-        return keras.Model(model.input, [model.get_layer(n).output for n in names])(x, training=False)
+        outputs = keras.Model(model.input, [model.get_layer(n).output for n in names])(x, training=False)
+        return [keras.ops.convert_to_numpy(output) for output in outputs]
 
     ours, theirs = activations(resnet50, ["conv1", "bn_conv1"]), activations(reference, ["conv1_conv", "conv1_bn"])
     # The stem's conv computes exactly the same function ...
@@ -224,7 +225,8 @@ def test_load_keras_applications_weights_reproduces_activations(resnet50):
     ours_block = keras.Model(ours_66.get_layer("res2a_branch2a").input, ours_66.get_layer("res2a_relu").output)
     theirs_block = keras.Model(reference.get_layer("conv2_block1_1_conv").input,
                                reference.get_layer("conv2_block1_out").output)
-    np.testing.assert_allclose(ours_block(feature, training=False), theirs_block(feature, training=False),
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(ours_block(feature, training=False)),
+                               keras.ops.convert_to_numpy(theirs_block(feature, training=False)),
                                rtol=1e-2, atol=1e-2)
 
 

@@ -28,7 +28,8 @@ def build_model(r: Recipe, input_shape: Sequence[int] | None = None, classes: in
 
     The ResNet50 is a nested model named ``ResNet50`` whose layers keep the
     course's canonical names; reach it with ``model.get_layer("ResNet50")``.
-    Build it under the dtype policy you want (``train`` does).
+    Build it under the dtype policy you want (``train`` does). ``fused_batch_norm`` applies
+    on the TensorFlow backend only (its kernel is TensorFlow's).
     """
     from keras import layers
 
@@ -40,7 +41,7 @@ def build_model(r: Recipe, input_shape: Sequence[int] | None = None, classes: in
     inputs = keras.Input(shape=input_shape, name="image")
     x = layers.Rescaling(1.0 / 255, name="rescale", dtype="float32")(inputs)
     resnet = ResNet50(input_shape, classes, **r.model_options())
-    if r.fused_batch_norm:
+    if r.fused_batch_norm and keras.backend.backend() == "tensorflow":
         from resnet_course.fused_batchnorm import with_fused_batch_norm
 
         resnet = with_fused_batch_norm(resnet)
@@ -76,7 +77,8 @@ def subset(x, y, n: int | None, seed: int):
 
 
 def make_eval_dataset(x, y, classes: int, batch_size: int):
-    """Unshuffled, unaugmented batches of (float32 pixels 0-255, one-hot labels): what the model takes."""
+    """Unshuffled, unaugmented batches of (float32 pixels 0-255, one-hot labels): what the model
+    takes, in the pipeline engine of Keras' running backend (``resnet_course.pipelines``)."""
     from resnet_course.pipelines import make_eval_dataset as _make
 
     return _make(x, y, batch_size=batch_size, normalization="none", one_hot=True, num_classes=classes)
@@ -101,14 +103,14 @@ def predict_probabilities(model, x, y, classes: int, batch_size: int, *, flip_tt
 
 def _plain_and_mirrored(model, x, y, classes: int, batch_size: int, *, mirrored: bool):
     """The model's probabilities on ``x`` and (when ``mirrored``) on its mirror images, else None."""
-    dataset = make_eval_dataset(x, y, classes, batch_size)
-    plain = np.asarray(model.predict(dataset, verbose=0), dtype="float64")
+    plain = _predict(model, make_eval_dataset(x, y, classes, batch_size))
     if not mirrored:
         return plain, None
-    import tensorflow as tf
+    return plain, _predict(model, make_eval_dataset(np.ascontiguousarray(x[:, :, ::-1]), y, classes, batch_size))
 
-    flipped = dataset.map(lambda images, labels: (tf.reverse(images, axis=[2]), labels))
-    return plain, np.asarray(model.predict(flipped, verbose=0), dtype="float64")
+
+def _predict(model, batches) -> np.ndarray:
+    return np.asarray(keras.ops.convert_to_numpy(model.predict(batches, verbose=0)), dtype="float64")
 
 
 # --- training ------------------------------------------------------------------------
@@ -179,7 +181,8 @@ def mean_cross_entropy(probabilities, labels) -> float:
 
 
 def train(dataset: str, profile: str = "quick", out_dir="runs/latest", *, epochs: int | None = None,
-          batch_size: int | None = None, data_dir=None, seed: int = 0, verbose=1, **overrides) -> dict:
+          batch_size: int | None = None, data_dir=None, seed: int = 0, verbose=1, backend: str | None = None,
+          devices="1", **overrides) -> dict:
     """Train the recipe for ``dataset`` and ``profile`` and write the results to ``out_dir``.
 
     Arguments:
@@ -191,6 +194,9 @@ def train(dataset: str, profile: str = "quick", out_dir="runs/latest", *, epochs
         data_dir: the data folder (default: ``RESNET_COURSE_DATA``, else ``datasets/``).
         seed: seeds everything; the same seed gives the same result on a CPU.
         verbose: Keras' verbosity (1: progress bars, 2: a line per epoch, 0: silent).
+        backend: None (the backend Keras runs on), "auto" (the same, with a note when another
+            would be faster here) or a name, which must be the running one: the backend is fixed
+            when Keras is imported (``resnet_course.backends.use_backend`` chooses it first).
         **overrides: any other ``Recipe`` field (e.g. ``width=0.5``, ``augment=False``).
 
     Returns:
@@ -201,6 +207,9 @@ def train(dataset: str, profile: str = "quick", out_dir="runs/latest", *, epochs
         ``test_accuracy_flip_tta`` (CIFAR-10, FER-2013: the image's and its mirror's
         probabilities averaged; None for SIGNS) is reported beside ``test_accuracy``.
     """
+    from resnet_course.backends import resolve_for_running_keras
+
+    choice = resolve_for_running_keras(backend)
     r = recipe(dataset, profile, epochs=epochs, batch_size=batch_size, seed=seed, **overrides)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -216,8 +225,9 @@ def train(dataset: str, profile: str = "quick", out_dir="runs/latest", *, epochs
     classes = len(class_names)
     input_shape = x_train_all.shape[1:]
     batch = min(r.batch_size, len(y_train_all))
-    # The shared pipelines: seeded stratified split, the dataset's augmentation in tf.data,
-    # pixels left 0-255 (normalization "none": the model's Rescaling layer scales them).
+    # The shared pipelines: seeded stratified split, the dataset's augmentation (tf.data on
+    # TensorFlow, NumPy batches elsewhere), pixels left 0-255 (normalization "none": the
+    # model's Rescaling layer scales them).
     data = make_datasets(r.dataset, x_train_all, y_train_all, batch_size=batch,
                          validation_fraction=r.validation_fraction, augment=r.augment, normalization="none",
                          one_hot=True, seed=r.seed)
@@ -228,17 +238,20 @@ def train(dataset: str, profile: str = "quick", out_dir="runs/latest", *, epochs
     previous_policy = keras.mixed_precision.global_policy()
     try:
         keras.utils.set_random_seed(r.seed)
-        precision = apply_precision(r.precision)
+        precision = apply_precision(r.precision, choice.backend)
         model = build_model(r, input_shape, classes)
         model.compile(
             optimizer=make_optimizer(r, steps_per_epoch),
             loss=keras.losses.CategoricalCrossentropy(label_smoothing=r.label_smoothing),
             metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
-            jit_compile=False,  # XLA is several times slower on CPUs
+            # JAX runs every step XLA-compiled (2.5x faster than without); TensorFlow's XLA was
+            # several times slower on CPUs, and torch.compile's start-up outweighs short runs.
+            jit_compile=choice.backend == "jax",
         )
         best = _BestValidation(out / CHECKPOINT_FILE)
         timer = _EpochTimer()
         if verbose:
+            print(choice)
             print(f"Training {r.dataset} ({r.profile} profile, {precision}): {n_train} train / "
                   f"{n_val} validation / {len(y_test)} test images, {model.count_params():,} parameters, "
                   f"{r.epochs} epochs of {steps_per_epoch} steps.")
@@ -286,6 +299,8 @@ def train(dataset: str, profile: str = "quick", out_dir="runs/latest", *, epochs
         input_shape=[int(n) for n in input_shape],
         parameters=int(model.count_params()),
         precision=precision,
+        backend=choice.to_dict(),
+        input_pipeline=data.engine,
         load_seconds=load_seconds,
         recipe=r.to_dict(),
         date=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),

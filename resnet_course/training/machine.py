@@ -33,32 +33,40 @@ def cpu_has_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
     return bool(cpu_info(cpuinfo)[1] & {"avx512_bf16", "amx_bf16"})
 
 
-def detect_precision() -> str:
-    """mixed_float16 on a GPU, mixed_bfloat16 on a CPU with bf16 instructions, else float32."""
-    import tensorflow as tf
+def detect_precision(backend: str | None = None) -> str:
+    """The dtype policy that trains fastest for ``backend`` (default: Keras' running backend) on
+    this machine: mixed_float16 on a GPU, mixed_bfloat16 on a CPU with bf16 instructions where
+    the backend gains from it (``resnet_course.backends.precision_for``), else float32."""
+    from resnet_course.backends import precision_for
 
-    if tf.config.list_physical_devices("GPU"):
-        return "mixed_float16"
-    return "mixed_bfloat16" if cpu_has_bf16() else "float32"
+    return precision_for(backend or keras.backend.backend())
 
 
-
-def apply_precision(precision: str) -> str:
-    resolved = detect_precision() if precision == "auto" else precision
+def apply_precision(precision: str, backend: str | None = None) -> str:
+    resolved = detect_precision(backend) if precision == "auto" else precision
     keras.mixed_precision.set_global_policy(resolved)
     return resolved
 
 
+def framework_versions() -> dict:
+    """Keras' version and its running backend's, without importing another framework."""
+    import importlib
+    import sys
+
+    backend = keras.backend.backend()
+    module = sys.modules.get(backend) or importlib.import_module(backend)
+    return {"keras": keras.__version__, "backend": backend, backend: getattr(module, "__version__", None)}
+
+
 def machine_info() -> dict:
-    """A short description of the machine, for benchmark records."""
-    import tensorflow as tf
+    """A short description of the machine, for benchmark records and metrics.json."""
+    from resnet_course.backends import detect_device_kind, gpu_count
 
     cpu = cpu_info()[0]
-    gpus = [d.name for d in tf.config.list_physical_devices("GPU")]
     try:
         load = list(os.getloadavg())
     except OSError:
         load = None
-    return dict(cpu=cpu, cpu_count=os.cpu_count(), gpus=gpus, platform=platform.platform(),
-                python=platform.python_version(), tensorflow=tf.__version__, keras=keras.__version__,
+    return dict(cpu=cpu, cpu_count=os.cpu_count(), device_kind=detect_device_kind(), gpus=gpu_count(),
+                platform=platform.platform(), python=platform.python_version(), **framework_versions(),
                 load_average=load)
