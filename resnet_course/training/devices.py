@@ -120,6 +120,31 @@ class DevicePlan:
                 f"{self.count} (e.g. {suggestions}), or fewer devices."
             )
 
+    def even_batches(self, dataset):
+        """A batched ``tf.data.Dataset`` whose every batch divides among the devices.
+
+        Only jax needs it (``batch_multiple``; elsewhere ``dataset`` comes back as is):
+        each batch is cut to a multiple of the device count, so an uneven last batch
+        loses at most ``count - 1`` examples a pass (1 of a validation set, on 2
+        devices). For exact results on every example, predict outside ``scope()``."""
+        import tensorflow as tf
+
+        if not isinstance(dataset, tf.data.Dataset):
+            raise TypeError(f"even_batches takes a batched tf.data.Dataset, got {type(dataset).__name__}.")
+        multiple = self.batch_multiple
+        if multiple == 1:
+            return dataset
+
+        def size(batch):
+            return tf.shape(tf.nest.flatten(batch)[0])[0]
+
+        def cut(*batch):
+            keep = size(batch) // multiple * multiple
+            cut_batch = tf.nest.map_structure(lambda tensor: tensor[:keep], batch)
+            return cut_batch if len(batch) > 1 else cut_batch[0]
+
+        return dataset.map(cut).filter(lambda *batch: size(batch) > 0)
+
     def prepare_model(self, model: keras.Model) -> keras.Model:
         """``model``, ready to train on this plan's devices (the same object, changed in place).
 
