@@ -3,13 +3,15 @@
 ``plan_devices(devices, batch_size=...)`` finds the devices the Keras backend sees and
 returns a ``DevicePlan``; build, compile and fit the model inside ``plan.scope()``:
 
-    plan = plan_devices("all", batch_size=64)          # before any Keras object exists
+    plan = plan_devices("all", batch_size=64)   # first: before any model, optimizer or dataset
     keras.utils.set_random_seed(seed)
     with plan.scope():
         model = plan.prepare_model(build_model(...))
-        model.compile(...)
-        model.fit(...)
-        model.predict(...)
+        model.compile(..., jit_compile=...)     # jax: True (False runs every step eagerly)
+        model.fit(train, validation_data=plan.even_batches(validation), ...)
+        with unsynchronized_batch_norm(model):  # a file that loads on every backend
+            model.save(path)
+    model.predict(...)                          # outside the scope: every batch size works
 
 What runs on each backend:
 
