@@ -6,6 +6,7 @@
     python benchmarks/run.py --only throughput,flops
     python benchmarks/run.py --no-fused-bn         # without our model as training runs it (fused batch norms)
     python benchmarks/run.py --render benchmarks/results/benchmark.json   # rewrite the markdown only
+    python benchmarks/run.py --only backends --isa native,avx2   # TensorFlow, JAX, torch (+ torchvision)
 
 Sections (``--only``, comma-separated):
 
@@ -20,9 +21,13 @@ Sections (``--only``, comma-separated):
 * ``pipeline``: ``fit`` from in-memory arrays against ``fit`` from the tf.data pipeline with
   augmentation, on SIGNS (``bench_pipeline``);
 * ``datasets``: dataset load times, first and cached (``bench_datasets.run``);
-* ``tests``: the test suite's wall time (``bench_test_suite``; only with ``--with-tests`` or ``--only``).
+* ``tests``: the test suite's wall time (``bench_test_suite``; only with ``--with-tests`` or ``--only``);
+* ``backends``: our model and keras.applications' on each Keras backend (TensorFlow, JAX, torch), each
+  in its own process, and a native torchvision loop; the fastest backend per kind of CPU, as is and
+  with ``--isa avx2`` (a CPU without AVX-512 emulated) (``bench_backends``; only with ``--only``).
 
-Writes ``<out>/benchmark.md`` and ``<out>/benchmark.json``. The machine is shared and noisy:
+Writes ``<out>/benchmark.md`` and ``<out>/benchmark.json``; the ``backends`` section writes
+``<out>/backends.md`` and ``<out>/backends.json`` instead. The machine is shared and noisy:
 compare the ratios (measured side by side), not the absolute images/s across runs.
 """
 
@@ -44,9 +49,10 @@ if str(HERE) not in sys.path:
 if str(ROOT) not in sys.path:
     sys.path.insert(1, str(ROOT))
 
+import bench_backends  # noqa: E402  (pure Python: the workers import the frameworks)
 import bench_report  # noqa: E402  (pure Python: no TensorFlow yet)
 
-SECTIONS = ("throughput", "settings", "flops", "pipeline", "datasets", "tests")
+SECTIONS = ("throughput", "settings", "flops", "pipeline", "datasets", "tests", "backends")
 DEFAULT_SECTIONS = ("throughput", "settings", "flops", "pipeline", "datasets")
 
 
@@ -73,11 +79,10 @@ def load_average() -> str:
 
 
 def machine() -> str:
-    from resnet_course.training import cpu_info
-
-    model, flags = cpu_info()
-    extras = [f for f in ("avx512f", "avx512_bf16", "amx_bf16") if f in flags]
-    return f"{model}, {os.cpu_count()} logical CPUs ({', '.join(extras) or 'no AVX-512'}), {platform.system()}"
+    cpu = bench_backends.cpu_summary()  # pure Python: the backends section's parent imports no framework
+    extras = [f for f in ("avx512f", "avx512_bf16", "amx_bf16") if f in cpu["flags"]]
+    return f"{cpu['model_name']}, {os.cpu_count()} logical CPUs ({', '.join(extras) or 'no AVX-512'}), " \
+           f"{platform.system()}"
 
 
 def tiny_specs():
@@ -128,6 +133,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", default=os.environ.get("RESNET_COURSE_DATA"),
                    help="datasets folder (default $RESNET_COURSE_DATA)")
     p.add_argument("--render", metavar="JSON", help="only rewrite benchmark.md (in --out) from a benchmark.json")
+    p.add_argument("--isa", default="native",
+                   help="backends: conditions to measure, comma-separated: native (this CPU as is), avx2 "
+                        "(AVX-512 off in oneDNN, ATen and XLA, TensorFlow's oneDNN off: a CPU without AVX-512)")
+    p.add_argument("--backends", default="tensorflow,jax,torch", help="backends: the Keras backends to compare")
+    p.add_argument("--backends-config", default="64x64x3:32", help="backends: input shape and batch size")
+    p.add_argument("--no-torchvision", action="store_true", help="backends: leave out the native torchvision loop")
     p.add_argument("--intra-op", type=int, help="tf.config.threading intra-op threads (default: TensorFlow's)")
     p.add_argument("--inter-op", type=int, help="tf.config.threading inter-op threads (default: TensorFlow's)")
     return p
@@ -161,7 +172,14 @@ def main(argv=None) -> dict:
     if args.render:
         import json
 
-        results = finish(json.loads(Path(args.render).read_text()))
+        results = json.loads(Path(args.render).read_text())
+        if "conditions" in results:  # a backends.json: summarized again, as this version of the code does it
+            for condition in results["conditions"]:
+                bench_backends.summarize(condition, results["plan"]["batch"])
+            results["fastest_backends"] = bench_backends.fastest_backends(results)
+            bench_backends.write(results, args.out)
+            return results
+        results = finish(results)
         bench_report.write(results, args.out)
         return results
     sections = parse_sections(args.only, args.with_tests)
@@ -274,6 +292,9 @@ def main(argv=None) -> dict:
         results["tests"] = bench_test_suite.run()
         log(f"  {results['tests']['wall_s']:.0f} s, {results['tests']['summary']}")
 
+    if "backends" in sections:
+        run_backends(args, results["meta"], log)
+
     if "flops" in sections:
         log("flops: matmul limit, again")
         again = bench_matmul.run(n=n, repeats=repeats, with_numpy=False)
@@ -282,12 +303,44 @@ def main(argv=None) -> dict:
             first["gflops_start"], first["gflops_end"] = first["gflops"], v["gflops"]
             first["gflops"] = max(first["gflops"], v["gflops"])
             log(f"  {v['dtype']:9s} {v['gflops']:6.1f} GFLOP/s (best of start and end: {first['gflops']:.1f})")
+    if sections == ["backends"]:
+        return results  # its own files are written; benchmark.md and .json stay as they are
     finish(results)
     results["meta"]["load_end"] = load_average()
     results["meta"]["total_s"] = time.perf_counter() - started
     md, js = bench_report.write(results, args.out)
     log(f"wrote {md} and {js}")
     return results
+
+
+def run_backends(args, meta: dict, log) -> dict:
+    """The backends section: measure, then write ``backends.md`` and ``backends.json`` into ``--out``."""
+    configs = parse_configs(args.backends_config)
+    if len(configs) != 1:
+        raise SystemExit(f"--backends-config takes one input shape and batch size (e.g. 64x64x3:32), "
+                         f"not {args.backends_config!r}: run the section once per configuration, with its own --out")
+    (*shape, batch), = configs
+    plan = bench_backends.BackendsPlan(
+        input_shape=tuple(shape), batch=batch, rounds=args.rounds or (1 if args.quick else 7),
+        train_steps=args.train_steps or 1, infer_steps=args.infer_steps or 2, warmup=1 if args.quick else 2,
+        backends=tuple(b.strip() for b in args.backends.split(",") if b.strip()),
+        isas=tuple(i.strip() for i in args.isa.split(",") if i.strip()),
+        fused_bn=not args.no_fused_bn, torchvision=not args.no_torchvision, tiny=args.tiny)
+    if args.tiny:
+        plan.input_shape, plan.batch, plan.precisions = (32, 32, 3), 4, ("float32",)
+    unknown = set(plan.isas) - set(bench_backends.ISA_ENV)
+    if unknown:
+        raise SystemExit(f"unknown --isa {', '.join(sorted(unknown))}; choose from {', '.join(bench_backends.ISA_ENV)}")
+    started = time.perf_counter()
+    backends = bench_backends.run(plan, log=log)
+    backends["meta"] = dict(meta, load_end=load_average(), total_s=time.perf_counter() - started)
+    md, js = bench_backends.write(backends, args.out)
+    for kind, entry in backends["fastest_backends"].items():
+        log(f"  fastest on {kind} ({entry['isa']}): {entry['backend']} {entry['precision']} {entry['model']}; "
+            + ", ".join(f"{b} {s:.3f} s" for b, s in entry["step_seconds"].items()))
+    log(f"wrote {md} and {js}")
+    meta["backends"] = str(js)
+    return backends
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ Nothing here checks a timing: the machine's speed is not a test condition.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -199,3 +200,114 @@ def test_quartiles_and_paired_iqr():
     assert bench_report.quartiles([]) is None
     assert bench_report.quartiles([1.0, 2.0, 3.0, 4.0, 5.0]) == (2.0, 4.0)
     assert bench_report.paired_ratio_iqr([2.0, 4.0], [2.0, 2.0]) == pytest.approx((1.25, 1.75))
+
+
+# --- the backends section ------------------------------------------------------------------
+
+import bench_backends  # noqa: E402
+
+
+def _backend_models(**figures):
+    """``name=(model, precision, [train seconds per round])`` -> the worker's models dict, summarized later."""
+    return {name: {"model": model, "label": model, "precision": precision, "params": 1, "note": "",
+                   "train_s": list(train), "infer_s": [t / 4 for t in train]}
+            for name, (model, precision, train) in figures.items()}
+
+
+def _condition(isa, kind, backends):
+    condition = {"isa": isa, "kind": kind, "env": bench_backends.ISA_ENV[isa], "precisions": ["float32"],
+                 "skipped": {}, "load": [1.0, 1.2],
+                 "backends": {b: {"versions": {}, "setup_s": 1.0, "models": models} for b, models in backends.items()}}
+    return bench_backends.summarize(condition, batch=32)
+
+
+def test_summarize_ratios_and_torchvision_reference():
+    condition = _condition("native", "cpu-avx512", {
+        "tensorflow": _backend_models(**{
+            "ours@f32": ("ours", "float32", [0.8, 0.7, 0.9]),
+            "ours_fused_bn@f32": ("ours_fused_bn", "float32", [0.6, 0.5, 0.7]),
+            "keras_app@f32": ("keras_app", "float32", [0.8, 0.8, 0.8])}),
+        "torch": _backend_models(**{
+            "ours@f32": ("ours", "float32", [1.0, 1.0, 1.0]),
+            "keras_app@f32": ("keras_app", "float32", [2.0, 2.0, 2.0]),
+            "torchvision_nchw@f32": ("torchvision", "float32", [0.5, 0.5, 0.5]),
+            "torchvision_channels_last@f32": ("torchvision", "float32", [0.4, 0.4, 0.4])}),
+    })
+    tf = condition["backends"]["tensorflow"]["models"]
+    assert tf["ours@f32"]["train_s_median"] == pytest.approx(0.8)
+    assert tf["ours@f32"]["train_s_best"] == pytest.approx(0.7)
+    assert tf["ours@f32"]["train_ips"] == pytest.approx(40.0)
+    assert tf["ours@f32"]["train_vs_keras_app"] == pytest.approx(1.0)
+    assert tf["ours_fused_bn@f32"]["train_vs_keras_app"] == pytest.approx(0.8 / 0.6)
+    assert "train_vs_keras_app" not in tf["keras_app@f32"]
+    assert condition["backends"]["torch"]["models"]["ours@f32"]["train_vs_keras_app"] == pytest.approx(2.0)
+    assert condition["torchvision_reference"] == {"float32": "torchvision_channels_last@f32"}
+    fastest = condition["fastest"]
+    assert (fastest["backend"], fastest["model"], fastest["precision"]) == ("tensorflow", "ours_fused_bn", "float32")
+    assert fastest["vs_torchvision"] == pytest.approx(0.4 / 0.5)  # best rounds
+    assert fastest["vs_torchvision_median"] == pytest.approx(0.4 / 0.6)
+
+
+def test_fastest_backends_per_kind_prefers_the_real_cpu():
+    native = _condition("native", "cpu", {
+        "jax": _backend_models(**{"ours@f32": ("ours", "float32", [2.0])}),
+        "torch": _backend_models(**{"ours@f32": ("ours", "float32", [0.8]),
+                                    "ours@bf16": ("ours", "mixed_bfloat16", [0.6])}),
+    })
+    emulated = _condition("avx2", "cpu", {"jax": _backend_models(**{"ours@f32": ("ours", "float32", [0.1])})})
+    table = bench_backends.fastest_backends({"conditions": [emulated, native]})
+    assert set(table) == {"cpu"}
+    entry = table["cpu"]
+    assert (entry["backend"], entry["precision"], entry["isa"], entry["emulated"]) == (
+        "torch", "mixed_bfloat16", "native", False)
+    assert entry["step_seconds"] == {"jax": pytest.approx(2.0), "torch": pytest.approx(0.6)}
+    assert entry["step_seconds_by_precision"]["torch"] == {"float32": pytest.approx(0.8),
+                                                           "mixed_bfloat16": pytest.approx(0.6)}
+    assert entry["vs_torchvision"] is None  # no torchvision measured
+    assert bench_backends.fastest_backends({"conditions": []}) == {}
+
+
+def test_device_kind_precisions_and_cpu_summary():
+    lscpu = "Model name:   Some CPU\nFlags:   fpu avx2 avx512f avx512_vnni avx512_bf16 amx_tile amx_bf16\n"
+    cpu = bench_backends.cpu_summary(lscpu)
+    assert cpu["model_name"] == "Some CPU"
+    assert (cpu["avx512f"], cpu["avx512_vnni"], cpu["avx512_bf16"], cpu["amx"]) == (True, True, True, True)
+    assert bench_backends.device_kind(cpu, "native") == "cpu-avx512"
+    assert bench_backends.device_kind(cpu, "avx2") == "cpu"
+    assert bench_backends.default_precisions(cpu, "native") == ["float32", "mixed_bfloat16"]
+    assert bench_backends.default_precisions(cpu, "avx2") == ["float32"]
+    plain = bench_backends.cpu_summary("Model name: AMD EPYC\nFlags: fpu avx2 fma\n")
+    assert bench_backends.device_kind(plain, "native") == "cpu" and not plain["avx512f"]
+    assert bench_backends.default_precisions(plain, "native") == ["float32"]
+
+
+def test_worker_env_and_missing_backends(monkeypatch):
+    env = bench_backends.worker_env("jax", "avx2")
+    assert env["KERAS_BACKEND"] == "jax" and env["XLA_FLAGS"] == "--xla_cpu_max_isa=AVX2"
+    assert env["ONEDNN_MAX_CPU_ISA"] == "AVX2" and env["TF_ENABLE_ONEDNN_OPTS"] == "0"
+    assert bench_backends.worker_env("tensorflow", "avx2").get("XLA_FLAGS") == os.environ.get("XLA_FLAGS")  # JAX only
+    with pytest.raises(ValueError, match="unknown --isa"):
+        bench_backends.worker_env("jax", "avx1024")
+    monkeypatch.setattr(bench_backends, "find_spec", lambda name: None if name == "jax" else object())
+    found, missing = bench_backends.available_backends(("tensorflow", "jax"))
+    assert found == ["tensorflow"] and "jax is not installed" in missing["jax"]
+    with pytest.raises(ValueError, match="unknown backend"):
+        bench_backends.available_backends(("mxnet",))
+
+
+@pytest.mark.slow  # two worker processes (TensorFlow, torch) build and time tiny models: ~45 s
+def test_backends_section_end_to_end_on_tiny_models(tmp_path):
+    pytest.importorskip("torch")
+    runner.main(["--tiny", "--quick", "--only", "backends", "--backends", "tensorflow,torch",
+                 "--out", str(tmp_path)])
+    assert not (tmp_path / "benchmark.json").exists()  # the other sections' results stay untouched
+    data = json.loads((tmp_path / "backends.json").read_text())
+    (condition,) = data["conditions"]
+    assert set(condition["backends"]) == {"tensorflow", "torch"}
+    torch_models = condition["backends"]["torch"]["models"]
+    assert {m["model"] for m in torch_models.values()} == {"ours", "keras_app", "torchvision"}
+    assert all(m["train_s_median"] > 0 and m["infer_s_median"] > 0 for m in torch_models.values())
+    (kind,) = data["fastest_backends"]
+    assert data["fastest_backends"][kind]["backend"] in {"tensorflow", "torch"}
+    assert set(data["fastest_backends"][kind]["step_seconds"]) == {"tensorflow", "torch"}
+    assert "## Fastest backend per device kind" in (tmp_path / "backends.md").read_text()
