@@ -333,7 +333,8 @@ def run_backends(args, meta: dict, log) -> dict:
         raise SystemExit(f"unknown --isa {', '.join(sorted(unknown))}; choose from {', '.join(bench_backends.ISA_ENV)}")
     started = time.perf_counter()
     backends = bench_backends.run(plan, log=log)
-    backends["meta"] = dict(meta, load_end=load_average(), total_s=time.perf_counter() - started)
+    backends["meta"] = dict(meta, load_end=load_average(), total_s=time.perf_counter() - started,
+                            niceness=os.nice(0))  # a niced run gets less of a shared CPU
     md, js = bench_backends.write(backends, args.out)
     for kind, entry in backends["fastest_backends"].items():
         log(f"  fastest on {kind} ({entry['isa']}): {entry['backend']} {entry['precision']} {entry['model']}; "
