@@ -213,9 +213,15 @@ def use_backend(requested: str = "auto") -> BackendChoice:
     """Make Keras use ``requested`` (``auto`` or a name) in this process; call it before anything
     imports Keras (the first cell of a notebook, the start of a script).
 
-    Sets ``KERAS_BACKEND``. When Keras is already imported on another backend, raises
+    Sets ``KERAS_BACKEND``; ``auto`` keeps a ``KERAS_BACKEND`` already set. When Keras is already imported on another backend, raises
     RuntimeError saying how to start over; when it runs on the chosen one already, nothing changes."""
-    choice = choose_backend(requested)
+    from_environment = os.environ.get("KERAS_BACKEND")
+    if requested == "auto" and from_environment in BACKENDS:
+        # An explicit KERAS_BACKEND is the user's choice (CI runs the tests once per backend so).
+        choice = dataclasses.replace(choose_backend(from_environment), requested="auto",
+                                     reason=f"KERAS_BACKEND={from_environment} is set; unset it for auto")
+    else:
+        choice = choose_backend(requested)
     running = active_backend()
     if running is None:
         os.environ["KERAS_BACKEND"] = choice.backend

@@ -1063,6 +1063,20 @@ def test_numpy_batches_are_a_function_of_seed_epoch_and_index(pipelines):
         data.train[len(data.train)]
 
 
+def test_batches_cut_to_a_multiple_of_the_devices(pipelines, engine):
+    """Data-parallel JAX needs every batch to divide among its devices (DevicePlan.batch_multiple)."""
+    x, y = signs_like(42)
+    data = pipelines.make_datasets("signs", x, y, batch_size=16, validation_fraction=0, engine=engine,
+                                   batch_multiple=4, augment=False)
+    assert [int(b[0].shape[0]) for b in data.train] == [16, 16, 8]  # 42 = 16 + 16 + 10 -> 8
+    assert data.steps_per_epoch == 3
+    three = pipelines.make_datasets("signs", x[:35], y[:35], batch_size=16, validation_fraction=0, engine=engine,
+                                    batch_multiple=4)
+    assert [int(b[0].shape[0]) for b in three.train] == [16, 16] and three.steps_per_epoch == 2  # 3 left: dropped
+    evaluation = pipelines.make_eval_dataset(x[:18], batch_size=8, engine=engine, batch_multiple=4)
+    assert [int(np.asarray(b).shape[0]) for b in evaluation] == [8, 8]
+
+
 def test_augmentation_policies(pipelines):
     assert pipelines.augmentation_for("signs").horizontal_flip is False
     assert pipelines.augmentation_for("signs").max_zoom > 0

@@ -98,23 +98,6 @@ def test_batch_size_must_divide_among_the_devices(batch_size, suggestions):
         plan.check_batch_size(0)
 
 
-def test_even_batches_cuts_each_batch_to_a_multiple_of_the_devices_on_jax_only():
-    import tensorflow as tf
-
-    images = tf.data.Dataset.from_tensor_slices(np.arange(21.0)).batch(8)
-    pairs = tf.data.Dataset.from_tensor_slices((np.arange(21.0), np.arange(21))).batch(8)
-    four = DevicePlan(backend="jax", count=4, names=("cpu:0", "cpu:1", "cpu:2", "cpu:3"), kind="cpu",
-                      strategy_name=JAX_STRATEGY)
-    assert [len(b) for b in four.even_batches(images)] == [8, 8, 4]
-    assert [(len(x), len(y)) for x, y in four.even_batches(pairs)] == [(8, 8), (8, 8), (4, 4)]
-    assert [len(b) for b in four.even_batches(images.take(2).concatenate(images.skip(2).unbatch().take(3).batch(8)))] \
-        == [8, 8]  # a last batch of 3 has no multiple of 4 left: dropped
-    mirrored = DevicePlan(backend="tensorflow", count=4, names=four.names, kind="cpu", strategy_name=TF_STRATEGY)
-    assert mirrored.even_batches(pairs) is pairs
-    with pytest.raises(TypeError, match="batched tf.data.Dataset"):
-        four.even_batches([np.zeros(3)])
-
-
 def test_virtual_cpu_env_replaces_an_earlier_device_count_and_keeps_other_flags():
     env = virtual_cpu_devices_env(4, {"XLA_FLAGS": f"--xla_dump_to=/tmp/x {XLA_DEVICE_COUNT_FLAG}=2"})
     assert env == {"XLA_FLAGS": f"--xla_dump_to=/tmp/x {XLA_DEVICE_COUNT_FLAG}=4"}

@@ -30,6 +30,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from resnet_course.startup import configured_backend
+
 #: The unprivileged user and group the child runs as when the grader runs as root.
 SANDBOX_UID = 65534
 SANDBOX_GID = 65534
@@ -182,7 +184,7 @@ def _child_env(workdir: str, limits: Limits) -> dict[str, str]:
         "MPLCONFIGDIR": f"{workdir}/.matplotlib",
         "MPLBACKEND": "Agg",
         "XDG_CACHE_HOME": f"{workdir}/.cache",
-        "KERAS_BACKEND": os.environ.get("KERAS_BACKEND", "tensorflow"),
+        "KERAS_BACKEND": os.environ.get("KERAS_BACKEND") or configured_backend(),
         "TF_CPP_MIN_LOG_LEVEL": "3",
         "CUDA_VISIBLE_DEVICES": "",
         "PYTHONDONTWRITEBYTECODE": "1",

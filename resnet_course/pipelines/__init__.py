@@ -104,9 +104,11 @@ def make_eval_dataset(
     one_hot: bool = False,
     num_classes: int | None = None,
     engine: Engine = "auto",
+    batch_multiple: int = 1,
 ):
     """Unshuffled, unaugmented batches over ``x`` (and ``y``), preprocessed. Pass the training
-    pipelines' ``normalization`` so the statistics match."""
+    pipelines' ``normalization`` so the statistics match. ``batch_multiple``: cut every batch
+    to a multiple of this (data-parallel JAX needs batches that divide among its devices)."""
     if not isinstance(normalization, Normalization):
         if normalization == "standardize":
             raise ValueError("pass the fitted Normalization from make_datasets(...).normalization")
@@ -117,10 +119,12 @@ def make_eval_dataset(
     if choose_engine(engine) == "tf.data":
         from resnet_course.pipelines import tf_data
 
-        return tf_data.eval_dataset(x, y, batch_size, normalization=normalization, num_classes=classes)
+        dataset = tf_data.eval_dataset(x, y, batch_size, normalization=normalization, num_classes=classes)
+        return tf_data.cut_to_multiple(dataset, batch_multiple)
     from resnet_course.pipelines.batches import ArrayBatches
 
-    return ArrayBatches(x, y, batch_size, normalization=normalization, num_classes=classes)
+    return ArrayBatches(x, y, batch_size, normalization=normalization, num_classes=classes,
+                        batch_multiple=batch_multiple)
 
 
 def make_datasets(
@@ -138,6 +142,7 @@ def make_datasets(
     stratify: bool = True,
     drop_remainder: bool = False,
     engine: Engine = "auto",
+    batch_multiple: int = 1,
 ) -> InputPipelines:
     """Training and validation pipelines for dataset ``name`` from the loaders' arrays.
 
@@ -146,7 +151,8 @@ def make_datasets(
     ``seed``, stratified). ``augment`` is True for ``augmentation_for(name)``, False for
     none, or an ``Augmentation``. ``normalization`` statistics come from the training part
     only. The same ``seed`` gives the same split, shuffling and augmentation (within one
-    engine: the two draw their random numbers differently). ``engine``: see the module."""
+    engine: the two draw their random numbers differently). ``engine``: see the module.
+    ``batch_multiple``: every batch is cut to a multiple of it (``DevicePlan.batch_multiple``)."""
     name = dataset_name(name)
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
@@ -175,18 +181,23 @@ def make_datasets(
     if engine == "tf.data":
         from resnet_course.pipelines import tf_data
 
-        train = tf_data.train_dataset(x_fit, y_fit, batch_size, normalization=norm, augmentation=augmentation,
-                                      num_classes=classes, seed=seed, drop_remainder=drop_remainder)
+        train = tf_data.cut_to_multiple(
+            tf_data.train_dataset(x_fit, y_fit, batch_size, normalization=norm, augmentation=augmentation,
+                                  num_classes=classes, seed=seed, drop_remainder=drop_remainder),
+            batch_multiple)
     else:
         from resnet_course.pipelines.batches import ArrayBatches
 
         train = ArrayBatches(x_fit, y_fit, batch_size, normalization=norm, augmentation=augmentation,
-                             num_classes=classes, shuffle_seed=seed, drop_remainder=drop_remainder)
+                             num_classes=classes, shuffle_seed=seed, drop_remainder=drop_remainder,
+                             batch_multiple=batch_multiple)
     validation = None
     if len(x_val):
         validation = make_eval_dataset(x_val, y_val, batch_size=batch_size, normalization=norm,
-                                       one_hot=one_hot, num_classes=num_classes, engine=engine)
-    steps = len(x_fit) // batch_size if drop_remainder else -(-len(x_fit) // batch_size)
+                                       one_hot=one_hot, num_classes=num_classes, engine=engine,
+                                       batch_multiple=batch_multiple)
+    drops_last = drop_remainder or len(x_fit) % batch_size < batch_multiple
+    steps = len(x_fit) // batch_size if drops_last else -(-len(x_fit) // batch_size)
     return InputPipelines(
         train=train,
         validation=validation,

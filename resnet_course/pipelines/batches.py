@@ -27,7 +27,7 @@ class ArrayBatches(keras.utils.PyDataset):
     def __init__(self, x: np.ndarray, y: np.ndarray | None, batch_size: int, *,
                  normalization: Normalization, augmentation: Augmentation | None = None,
                  num_classes: int | None = None, shuffle_seed: int | None = None,
-                 drop_remainder: bool = False):
+                 drop_remainder: bool = False, batch_multiple: int = 1):
         super().__init__(workers=1, use_multiprocessing=False)
         self.x, self.y = x, None if y is None else np.asarray(y, np.int64)
         self.batch_size = batch_size
@@ -36,11 +36,14 @@ class ArrayBatches(keras.utils.PyDataset):
         self.num_classes = num_classes
         self.shuffle_seed = shuffle_seed
         self.drop_remainder = drop_remainder
+        # Data-parallel JAX splits every batch evenly among its devices: batches are cut to a
+        # multiple of the device count (at most multiple - 1 images left out of a pass).
+        self.batch_multiple = batch_multiple
         self.epoch = 0
         self._order = self._epoch_order()
 
     def __len__(self) -> int:
-        if self.drop_remainder:
+        if self.drop_remainder or len(self.x) % self.batch_size < self.batch_multiple:
             return len(self.x) // self.batch_size
         return -(-len(self.x) // self.batch_size)
 
@@ -54,6 +57,7 @@ class ArrayBatches(keras.utils.PyDataset):
             raise IndexError(f"batch {index} of {len(self)}")
         # Sorted indices read the arrays in memory order; the batch's order doesn't matter.
         chosen = np.sort(self._order[index * self.batch_size:(index + 1) * self.batch_size])
+        chosen = chosen[:len(chosen) - len(chosen) % self.batch_multiple]
         images = self.normalization.scale(self.x[chosen])
         if self.augmentation is not None:
             seed = [self.shuffle_seed or 0, self.epoch, index]
@@ -71,4 +75,5 @@ class ArrayBatches(keras.utils.PyDataset):
     def mirrored(self) -> "ArrayBatches":
         """The same batches of the horizontally mirrored images (unshuffled, unaugmented)."""
         return ArrayBatches(self.x[:, :, ::-1], self.y, self.batch_size, normalization=self.normalization,
-                            num_classes=self.num_classes, drop_remainder=self.drop_remainder)
+                            num_classes=self.num_classes, drop_remainder=self.drop_remainder,
+                            batch_multiple=self.batch_multiple)

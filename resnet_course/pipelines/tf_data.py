@@ -13,7 +13,7 @@ import tensorflow as tf
 from resnet_course.pipelines.arrays import Normalization
 from resnet_course.pipelines.augmentation import Augmentation
 
-__all__ = ["augment_tensor", "eval_dataset", "normalize_tensor", "train_dataset"]
+__all__ = ["augment_tensor", "cut_to_multiple", "eval_dataset", "normalize_tensor", "train_dataset"]
 
 
 def augment_tensor(augmentation: Augmentation, images: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
@@ -118,3 +118,19 @@ def train_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, *, normalizatio
         .map(preprocess, num_parallel_calls=tf.data.AUTOTUNE)
         .prefetch(tf.data.AUTOTUNE)
     )
+
+
+def cut_to_multiple(dataset: tf.data.Dataset, multiple: int) -> tf.data.Dataset:
+    """Every batch cut to a multiple of ``multiple`` (empty ones dropped); as is for 1."""
+    if multiple == 1:
+        return dataset
+
+    def size(batch):
+        return tf.shape(tf.nest.flatten(batch)[0])[0]
+
+    def cut(*batch):
+        keep = size(batch) // multiple * multiple
+        kept = tf.nest.map_structure(lambda tensor: tensor[:keep], batch)
+        return kept if len(batch) > 1 else kept[0]
+
+    return dataset.map(cut).filter(lambda *batch: size(batch) > 0)

@@ -44,7 +44,7 @@ from resnet_course.training.recipes import (  # noqa: F401
     active_profile, recipe, recipes_table,
 )
 from resnet_course.training.machine import (  # noqa: F401
-    apply_precision, cpu_has_bf16, cpu_info, detect_precision, machine_info,
+    apply_precision, cpu_has_bf16, cpu_info, detect_precision, machine_info, seed_everything,
 )
 from resnet_course.training.schedules import (  # noqa: F401
     WarmupCosine, learning_rate_schedule, make_optimizer,

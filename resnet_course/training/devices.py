@@ -8,7 +8,7 @@ returns a ``DevicePlan``; build, compile and fit the model inside ``plan.scope()
     with plan.scope():
         model = plan.prepare_model(build_model(...))
         model.compile(..., jit_compile=...)     # jax: True (False runs every step eagerly)
-        model.fit(train, validation_data=plan.even_batches(validation), ...)
+        model.fit(...)   # batches a multiple of plan.batch_multiple (make_datasets(batch_multiple=...))
         with unsynchronized_batch_norm(model):  # a file that loads on every backend
             model.save(path)
     model.predict(...)                          # outside the scope: every batch size works
@@ -121,31 +121,6 @@ class DevicePlan:
                 f"takes an equal share of every batch. Use a batch size that is a multiple of "
                 f"{self.count} (e.g. {suggestions}), or fewer devices."
             )
-
-    def even_batches(self, dataset):
-        """A batched ``tf.data.Dataset`` whose every batch divides among the devices.
-
-        Only jax needs it (``batch_multiple``; elsewhere ``dataset`` comes back as is):
-        each batch is cut to a multiple of the device count, so an uneven last batch
-        loses at most ``count - 1`` examples a pass (1 of a validation set, on 2
-        devices). For exact results on every example, predict outside ``scope()``."""
-        import tensorflow as tf
-
-        if not isinstance(dataset, tf.data.Dataset):
-            raise TypeError(f"even_batches takes a batched tf.data.Dataset, got {type(dataset).__name__}.")
-        multiple = self.batch_multiple
-        if multiple == 1:
-            return dataset
-
-        def size(batch):
-            return tf.shape(tf.nest.flatten(batch)[0])[0]
-
-        def cut(*batch):
-            keep = size(batch) // multiple * multiple
-            cut_batch = tf.nest.map_structure(lambda tensor: tensor[:keep], batch)
-            return cut_batch if len(batch) > 1 else cut_batch[0]
-
-        return dataset.map(cut).filter(lambda *batch: size(batch) > 0)
 
     def prepare_model(self, model: keras.Model) -> keras.Model:
         """``model``, ready to train on this plan's devices (the same object, changed in place).

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import datetime as _dt
 import json
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -12,7 +13,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from resnet_course.training.machine import apply_precision, machine_info
+from resnet_course.training.machine import apply_precision, machine_info, seed_everything
 from resnet_course.training.recipes import (
     CHECKPOINT_FILE, CONFUSION_FILE, CURVES_FILE, DATASET_SHAPES, DATASETS, HISTORY_FILE, METRICS_FILE,
     MODEL_FILE, Recipe, recipe,
@@ -140,12 +141,27 @@ def save_model(model, path) -> None:
     """Save ``model`` without its optimizer state (a third of the size; reload with ``load_model``).
 
     Fused batch norms are saved as plain ``keras.layers.BatchNormalization``, so the file
-    loads with Keras alone."""
+    loads with Keras alone; batch norms synchronized for several TensorFlow devices are saved
+    unsynchronized (Keras loads ``synchronized=True`` on TensorFlow only)."""
+    from resnet_course.training.devices import unsynchronized_batch_norm
+
+    with unsynchronized_batch_norm(model):
+        _save(model, path)
+
+
+def _save(model, path) -> None:
     from resnet_course.fused_batchnorm import uses_fused_batch_norm, with_keras_batch_norm
 
     if uses_fused_batch_norm(model):
         model = with_keras_batch_norm(model)
-    keras.Model(model.inputs, model.outputs, name=model.name).save(path)
+    model = keras.Model(model.inputs, model.outputs, name=model.name)
+    if "tensorflow" in sys.modules:
+        model.save(path)
+        return
+    from resnet_course.startup import filtered_stderr
+
+    with filtered_stderr():  # Keras' saving imports TensorFlow when installed, even off its backend
+        model.save(path)
 
 
 class _EpochTimer(keras.callbacks.Callback):
@@ -197,6 +213,9 @@ def train(dataset: str, profile: str = "quick", out_dir="runs/latest", *, epochs
         backend: None (the backend Keras runs on), "auto" (the same, with a note when another
             would be faster here) or a name, which must be the running one: the backend is fixed
             when Keras is imported (``resnet_course.backends.use_backend`` chooses it first).
+        devices: "1" (default), a number or "all": data-parallel training on that many devices
+            (GPUs, else CPU devices) on JAX or TensorFlow (``training.devices``); the batch size
+            is the global batch. The test predictions run on one device, every image counted.
         **overrides: any other ``Recipe`` field (e.g. ``width=0.5``, ``augment=False``).
 
     Returns:
@@ -209,14 +228,18 @@ def train(dataset: str, profile: str = "quick", out_dir="runs/latest", *, epochs
     """
     from resnet_course.backends import resolve_for_running_keras
 
+    from resnet_course.training.devices import plan_devices
+
     choice = resolve_for_running_keras(backend)
     r = recipe(dataset, profile, epochs=epochs, batch_size=batch_size, seed=seed, **overrides)
+    # Before any Keras object exists: on TensorFlow the strategy must come first.
+    plan = plan_devices(devices, choice.backend)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
 
     # Data: a seeded, stratified validation split of the training data; the test split is used once.
     t0 = time.perf_counter()
-    keras.utils.set_random_seed(r.seed)  # before tf.data: its shuffle seed depends on the global seed
+    seed_everything(r.seed)  # before tf.data: its shuffle seed depends on the global seed
     (x_train_all, y_train_all), (x_test, y_test), class_names = load_dataset(r.dataset, data_dir)
     x_train_all, y_train_all = subset(x_train_all, y_train_all, r.train_subset, r.seed)
     x_test, y_test = subset(x_test, y_test, r.test_subset, r.seed + 1)
@@ -225,39 +248,45 @@ def train(dataset: str, profile: str = "quick", out_dir="runs/latest", *, epochs
     classes = len(class_names)
     input_shape = x_train_all.shape[1:]
     batch = min(r.batch_size, len(y_train_all))
+    plan.check_batch_size(batch)
     # The shared pipelines: seeded stratified split, the dataset's augmentation (tf.data on
     # TensorFlow, NumPy batches elsewhere), pixels left 0-255 (normalization "none": the
     # model's Rescaling layer scales them).
     data = make_datasets(r.dataset, x_train_all, y_train_all, batch_size=batch,
                          validation_fraction=r.validation_fraction, augment=r.augment, normalization="none",
-                         one_hot=True, seed=r.seed)
+                         one_hot=True, seed=r.seed, batch_multiple=plan.batch_multiple)
     n_train, n_val = data.train_size, len(data.y_val)
     steps_per_epoch = data.steps_per_epoch
     load_seconds = time.perf_counter() - t0
 
     previous_policy = keras.mixed_precision.global_policy()
     try:
-        keras.utils.set_random_seed(r.seed)
+        seed_everything(r.seed)
         precision = apply_precision(r.precision, choice.backend)
-        model = build_model(r, input_shape, classes)
-        model.compile(
-            optimizer=make_optimizer(r, steps_per_epoch),
-            loss=keras.losses.CategoricalCrossentropy(label_smoothing=r.label_smoothing),
-            metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
-            # JAX runs every step XLA-compiled (2.5x faster than without); TensorFlow's XLA was
-            # several times slower on CPUs, and torch.compile's start-up outweighs short runs.
-            jit_compile=choice.backend == "jax",
-        )
+        with plan.scope():
+            model = plan.prepare_model(build_model(r, input_shape, classes))
+            model.compile(
+                optimizer=make_optimizer(r, steps_per_epoch),
+                loss=keras.losses.CategoricalCrossentropy(label_smoothing=r.label_smoothing),
+                metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
+                # JAX runs every step XLA-compiled (2.5x faster than without); TensorFlow's XLA was
+                # several times slower on CPUs, and torch.compile's start-up outweighs short runs.
+                jit_compile=choice.backend == "jax",
+            )
         best = _BestValidation(out / CHECKPOINT_FILE)
         timer = _EpochTimer()
         if verbose:
             print(choice)
+            if plan.distributed:
+                print(f"Data-parallel on {plan.count} devices ({', '.join(plan.names)}) with "
+                      f"{plan.strategy_name}; batches of {batch} split among them.")
             print(f"Training {r.dataset} ({r.profile} profile, {precision}): {n_train} train / "
                   f"{n_val} validation / {len(y_test)} test images, {model.count_params():,} parameters, "
                   f"{r.epochs} epochs of {steps_per_epoch} steps.")
         start = time.perf_counter()
-        history = model.fit(data.train, validation_data=data.validation, epochs=r.epochs, callbacks=[timer, best],
-                            shuffle=False, verbose=verbose)  # the pipeline shuffles
+        with plan.scope():
+            history = model.fit(data.train, validation_data=data.validation, epochs=r.epochs,
+                                callbacks=[timer, best], shuffle=False, verbose=verbose)  # the pipeline shuffles
         train_seconds = time.perf_counter() - start
 
         if best.best_weights is not None:
@@ -300,6 +329,7 @@ def train(dataset: str, profile: str = "quick", out_dir="runs/latest", *, epochs
         parameters=int(model.count_params()),
         precision=precision,
         backend=choice.to_dict(),
+        devices=plan.to_dict(),
         input_pipeline=data.engine,
         load_seconds=load_seconds,
         recipe=r.to_dict(),
