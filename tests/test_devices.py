@@ -163,6 +163,52 @@ def test_torch_trains_on_one_device_and_refuses_two(tmp_path):
     assert _max_weight_difference(results, "1-numpy", "initial") > 100 * WEIGHT_ATOL
 
 
+# --- resnet-course train --devices 2 (slow: a CI-profile run in a subprocess) ------------
+
+
+def _in_this_backends_pass(backend: str) -> None:
+    """`make test` runs this file once per Keras backend: each backend's run happens in its pass."""
+    import keras
+
+    if keras.backend.backend() != backend:
+        pytest.skip(f"runs in the KERAS_BACKEND={backend} pass of make test")
+
+
+TRAIN_ON_TWO_DEVICES = """
+import json, os, sys
+from resnet_course.training.devices import configure_virtual_cpus
+configure_virtual_cpus(2, os.environ["KERAS_BACKEND"])
+from resnet_course.cli import main
+code = main(["train", "--dataset", "signs", "--profile", "ci", "--out", sys.argv[1], "--devices", "2"])
+import keras
+model = keras.saving.load_model(os.path.join(sys.argv[1], "model.keras"))
+print(json.dumps({"code": code, "synchronized": [layer.synchronized for layer in model.get_layer("ResNet50").layers
+                                                 if isinstance(layer, keras.layers.BatchNormalization)]}))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend, strategy", [("jax", JAX_STRATEGY), ("tensorflow", TF_STRATEGY)])
+def test_train_command_on_two_devices(backend, strategy, tmp_path):
+    """`resnet-course train --devices 2` on two virtual CPU devices: the run says so in its output
+    and metrics.json, and the saved model loads with plain (unsynchronized) batch norms."""
+    _in_this_backends_pass(backend)
+    from test_training import _write_signs  # the small learnable SIGNS stand-in of the training tests
+
+    data = _write_signs(tmp_path / "data" / "signs").parent
+    env = {**os.environ, "KERAS_BACKEND": backend, "RESNET_COURSE_PROFILE": "ci", "RESNET_COURSE_DATA": str(data)}
+    done = subprocess.run([sys.executable, "-c", TRAIN_ON_TWO_DEVICES, str(tmp_path / "run")], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["code"] == 0 and result["synchronized"] and not any(result["synchronized"])
+    assert f"Data-parallel on 2 devices (cpu:0, cpu:1) with {strategy}" in done.stdout
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["devices"]["count"] == 2 and metrics["devices"]["strategy"] == strategy
+    assert metrics["backend"]["backend"] == backend and 0 <= metrics["test_accuracy"] <= 1
+    assert metrics["n_test"] == 24  # the test predictions count every image (outside the devices' scope)
+
+
 # --- the worker (runs in the subprocess) --------------------------------------------
 
 
