@@ -42,6 +42,7 @@ __all__ = [
 
 BACKENDS = ("tensorflow", "jax", "torch")
 DEVICE_KINDS = ("cpu", "cpu-avx512", "gpu")
+DEVICE_KIND_ENV = "RESNET_COURSE_DEVICE_KIND"
 # The Python package each backend imports as, for "is it installed?".
 _MODULES = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}
 # CPU flags with which TensorFlow turns its oneDNN kernels on by default (and bf16 pays).
@@ -133,7 +134,15 @@ def gpu_count() -> int:
 
 
 def detect_device_kind(cpuinfo: str = "/proc/cpuinfo") -> str:
-    """``gpu``, ``cpu-avx512`` or ``cpu`` (see the module's docstring)."""
+    """``gpu``, ``cpu-avx512`` or ``cpu`` (see the module's docstring).
+
+    ``RESNET_COURSE_DEVICE_KIND`` overrides the detection: benchmarks that emulate a CPU without
+    AVX-512 (``benchmarks/run.py --isa avx2``) set it to ``cpu``."""
+    forced = os.environ.get(DEVICE_KIND_ENV)
+    if forced:
+        if forced not in DEVICE_KINDS:
+            raise ValueError(f"{DEVICE_KIND_ENV}={forced!r}: choose one of {', '.join(DEVICE_KINDS)}")
+        return forced
     if gpu_count():
         return "gpu"
     return "cpu-avx512" if _cpu_flags(cpuinfo) & AVX512_AI_FLAGS else "cpu"
@@ -204,7 +213,7 @@ def precision_for(backend: str, device_kind: str | None = None, cpu_flags: set[s
     if kind == "gpu":
         return "mixed_float16"
     flags = _cpu_flags() if cpu_flags is None else cpu_flags
-    if flags & BF16_FLAGS and backend in ("tensorflow", "jax"):
+    if kind == "cpu-avx512" and flags & BF16_FLAGS and backend in ("tensorflow", "jax"):
         return "mixed_bfloat16"
     return "float32"
 

@@ -31,6 +31,11 @@ def test_device_kind_from_cpu_flags(tmp_path, monkeypatch):
     assert backends.detect_device_kind(str(tmp_path / "missing")) == "cpu"
     monkeypatch.setattr(backends, "gpu_count", lambda: 2)
     assert backends.detect_device_kind(cpuinfo(tmp_path, "fma")) == "gpu"
+    monkeypatch.setenv("RESNET_COURSE_DEVICE_KIND", "cpu")  # an emulated CPU without AVX-512
+    assert backends.detect_device_kind(cpuinfo(tmp_path, "avx512_bf16")) == "cpu"
+    monkeypatch.setenv("RESNET_COURSE_DEVICE_KIND", "tpu")
+    with pytest.raises(ValueError, match="RESNET_COURSE_DEVICE_KIND='tpu': choose one of cpu, cpu-avx512, gpu"):
+        backends.detect_device_kind()
 
 
 def test_cuda_visible_devices_empty_hides_gpus(monkeypatch):
@@ -100,6 +105,7 @@ def test_precision_per_backend_and_device():
     # PyTorch's bfloat16 autocast on the CPU was slower than float32 (benchmarks/run.py).
     assert precision_for("torch", "cpu-avx512", bf16) == "float32"
     assert precision_for("tensorflow", "cpu", {"avx2"}) == "float32"
+    assert precision_for("tensorflow", "cpu", bf16) == "float32"  # the kind decides (emulation)
 
 
 def run_python(code: str, **env) -> subprocess.CompletedProcess:
