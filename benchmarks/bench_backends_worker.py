@@ -61,7 +61,7 @@ def keras_runners(plan: dict, x, y) -> list[Runner]:
 
     backend = keras.backend.backend()
     specs = [bench_throughput.OURS, bench_throughput.THEIRS]
-    if backend == "tensorflow" and plan["fused_bn"]:
+    if backend in ("tensorflow", "torch") and plan["fused_bn"]:
         specs.insert(1, bench_throughput.OURS_FUSED)
     if plan["tiny"]:
         from run import tiny_specs

@@ -84,6 +84,9 @@ def test_the_table_matches_the_benchmark_results():
         assert row.order[0] == result["backend"], (kind, result)
         for name, seconds in result["step_seconds"].items():
             assert row.step_seconds[name] == pytest.approx(seconds, rel=0.1), (kind, name)
+        flags = {"avx512_bf16"} if kind == "cpu-avx512" else {"avx2"}
+        for name, setting in result["settings"].items():
+            assert precision_for(name, kind, flags) == setting["precision"], (kind, name)
 
 
 def test_named_backends_and_their_errors():
@@ -102,8 +105,8 @@ def test_precision_per_backend_and_device():
     assert precision_for("jax", "gpu") == "mixed_float16"
     assert precision_for("tensorflow", "cpu-avx512", bf16) == "mixed_bfloat16"
     assert precision_for("jax", "cpu-avx512", bf16) == "mixed_bfloat16"
-    # PyTorch's bfloat16 autocast on the CPU was slower than float32 (benchmarks/run.py).
-    assert precision_for("torch", "cpu-avx512", bf16) == "float32"
+    assert precision_for("torch", "cpu-avx512", bf16) == "mixed_bfloat16"
+    assert precision_for("jax", "cpu-avx512", {"avx512_vnni"}) == "float32"  # VNNI without bf16
     assert precision_for("tensorflow", "cpu", {"avx2"}) == "float32"
     assert precision_for("tensorflow", "cpu", bf16) == "float32"  # the kind decides (emulation)
 

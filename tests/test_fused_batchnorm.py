@@ -1,6 +1,7 @@
 """resnet_course.fused_batchnorm: the fused layer computes what Keras' BatchNormalization computes.
 
-Forward in both modes, the moving-statistics update, the gradients, mixed precision,
+On each backend (fused on TensorFlow and PyTorch, Keras' own layer on JAX): forward in both
+modes, the moving-statistics update, the gradients, mixed precision,
 the fall-back for layouts the kernel does not take, and the swap to and from plain
 Keras layers (names and weights kept) that training and saving rely on.
 """
@@ -13,7 +14,6 @@ import zipfile
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from resnet_course import training
 from resnet_course.fused_batchnorm import (
@@ -25,6 +25,13 @@ from resnet_course.fused_batchnorm import (
 from resnet_course.training import recipe
 
 TINY = dict(width=0.0625, identity_blocks=(0, 0, 0, 0))
+to_numpy = keras.ops.convert_to_numpy
+
+
+def test_fused_on_tensorflow_and_torch_keras_elsewhere():
+    """The layer fuses where a backend has the kernel (TensorFlow, PyTorch); JAX compiles Keras' own."""
+    _, fused = _pair()
+    assert fused._can_fuse(keras.ops.zeros((2, 6, 5, 8)), None) == (keras.backend.backend() in ("tensorflow", "torch"))
 
 
 def _pair(channels=8, momentum=0.9, **options):
@@ -49,7 +56,7 @@ def _images(shape=(4, 6, 5, 8), seed=1):
 def test_forward_matches_keras(training_mode):
     plain, fused = _pair()
     x = _images()
-    np.testing.assert_allclose(fused(x, training=training_mode), plain(x, training=training_mode),
+    np.testing.assert_allclose(to_numpy(fused(x, training=training_mode)), to_numpy(plain(x, training=training_mode)),
                                rtol=1e-5, atol=1e-5)
 
 
@@ -59,42 +66,57 @@ def test_moving_statistics_update_matches_keras():
         x = _images(seed=seed)
         plain(x, training=True)
         fused(x, training=True)
-    np.testing.assert_allclose(fused.moving_mean.numpy(), plain.moving_mean.numpy(), rtol=1e-5, atol=1e-6)
-    # Keras keeps the biased batch variance; the fused kernel's unbiased one is corrected.
-    np.testing.assert_allclose(fused.moving_variance.numpy(), plain.moving_variance.numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(to_numpy(fused.moving_mean), to_numpy(plain.moving_mean), rtol=1e-5, atol=1e-6)
+    # Keras keeps the biased batch variance; the fused kernels' variance is turned into it.
+    np.testing.assert_allclose(to_numpy(fused.moving_variance), to_numpy(plain.moving_variance), rtol=1e-5, atol=1e-6)
+
+
+def _gradients(layer, x, upstream):
+    """d sum(layer(x) * upstream) / d (x, gamma, beta), in training mode, on the running backend."""
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        x = tf.constant(x)
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            loss = tf.reduce_sum(layer(x, training=True) * upstream)
+        return [g.numpy() for g in tape.gradient(loss, [x, layer.gamma, layer.beta])]
+    if backend == "torch":
+        import torch
+
+        x = torch.tensor(x, requires_grad=True)
+        loss = (layer(x, training=True) * torch.tensor(upstream)).sum()
+        grads = torch.autograd.grad(loss, [x, layer.gamma.value, layer.beta.value])
+        return [g.numpy() for g in grads]
+    pytest.skip(f"the layer is Keras' own on {backend}")
 
 
 def test_gradients_match_keras():
     plain, fused = _pair()
-    x = tf.constant(_images())
-    upstream = tf.constant(_images(seed=7))
-    grads = []
-    for layer in (plain, fused):
-        with tf.GradientTape() as tape:
-            tape.watch(x)
-            y = layer(x, training=True)
-            loss = tf.reduce_sum(y * upstream)
-        grads.append(tape.gradient(loss, [x, layer.gamma, layer.beta]))
-    for g_plain, g_fused in zip(*grads):
-        np.testing.assert_allclose(g_fused.numpy(), g_plain.numpy(), rtol=1e-4, atol=1e-4)
+    x, upstream = _images(), _images(seed=7)
+    for g_plain, g_fused in zip(_gradients(plain, x, upstream), _gradients(fused, x, upstream)):
+        np.testing.assert_allclose(g_fused, g_plain, rtol=1e-4, atol=1e-4)
 
 
 def test_frozen_layer_uses_moving_statistics():
     plain, fused = _pair()
     plain.trainable = fused.trainable = False
     x = _images()
-    np.testing.assert_allclose(fused(x, training=True), plain(x, training=False), rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(fused.moving_mean.numpy(), plain.moving_mean.numpy())
+    np.testing.assert_allclose(to_numpy(fused(x, training=True)), to_numpy(plain(x, training=False)),
+                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(to_numpy(fused.moving_mean), to_numpy(plain.moving_mean))
 
 
 def test_mixed_bfloat16_keeps_the_compute_dtype_and_close_values():
     plain = keras.layers.BatchNormalization(name="bn", dtype="mixed_bfloat16")
     fused = FusedBatchNormalization.from_config(plain.get_config())
-    x = tf.cast(_images(), "bfloat16")
+    x = keras.ops.cast(_images(), "bfloat16")
     for mode in (False, True):
         y_fused, y_plain = fused(x, training=mode), plain(x, training=mode)
-        assert y_fused.dtype == tf.bfloat16
-        np.testing.assert_allclose(tf.cast(y_fused, "float32"), tf.cast(y_plain, "float32"), rtol=0.02, atol=0.02)
+        assert keras.backend.standardize_dtype(y_fused.dtype) == "bfloat16"
+        np.testing.assert_allclose(to_numpy(keras.ops.cast(y_fused, "float32")),
+                                   to_numpy(keras.ops.cast(y_plain, "float32")), rtol=0.02, atol=0.02)
 
 
 @pytest.mark.parametrize("shape, options", [((4, 8), {}), ((4, 8, 6, 5), {"axis": 1}), ((4, 6, 5, 8), {"center": False})])
@@ -103,7 +125,8 @@ def test_layouts_the_kernel_cannot_take_fall_back_to_keras(shape, options):
     fused = FusedBatchNormalization.from_config(plain.get_config())
     x = _images(shape)
     for mode in (False, True):
-        np.testing.assert_allclose(fused(x, training=mode), plain(x, training=mode), rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(to_numpy(fused(x, training=mode)), to_numpy(plain(x, training=mode)),
+                                   rtol=1e-5, atol=1e-5)
 
 
 def test_swap_keeps_names_weights_and_outputs():
@@ -115,7 +138,8 @@ def test_swap_keeps_names_weights_and_outputs():
     assert [layer.name for layer in fused_resnet.layers] == [layer.name for layer in resnet.layers]
     assert type(fused_resnet.get_layer("bn2a_branch2a")) is FusedBatchNormalization
     x = _images((3, 32, 32, 3)) * 40 + 120
-    np.testing.assert_allclose(fused(x, training=False), model(x, training=False), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(to_numpy(fused(x, training=False)), to_numpy(model(x, training=False)),
+                               rtol=1e-5, atol=1e-6)
     back = with_keras_batch_norm(fused)
     assert not uses_fused_batch_norm(back)
     assert type(back.get_layer("ResNet50").get_layer("bn2a_branch2a")) is keras.layers.BatchNormalization
@@ -127,7 +151,7 @@ def test_recipes_train_fused_and_save_plain_keras(tmp_path):
     r = recipe("signs", "quick", **TINY)
     assert r.fused_batch_norm
     model = training.build_model(r)
-    assert uses_fused_batch_norm(model)
+    assert uses_fused_batch_norm(model) == (keras.backend.backend() in ("tensorflow", "torch"))
     training.save_model(model, tmp_path / "model.keras")
     with zipfile.ZipFile(tmp_path / "model.keras") as archive:
         config = archive.read("config.json").decode()
@@ -136,4 +160,5 @@ def test_recipes_train_fused_and_save_plain_keras(tmp_path):
     loaded = keras.saving.load_model(tmp_path / "model.keras", compile=False)
     assert not uses_fused_batch_norm(loaded)
     x = _images((2, 64, 64, 3)) * 40 + 120
-    np.testing.assert_allclose(loaded(x, training=False), model(x, training=False), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(to_numpy(loaded(x, training=False)), to_numpy(model(x, training=False)),
+                               rtol=1e-5, atol=1e-6)

@@ -30,7 +30,7 @@ def build_model(r: Recipe, input_shape: Sequence[int] | None = None, classes: in
     The ResNet50 is a nested model named ``ResNet50`` whose layers keep the
     course's canonical names; reach it with ``model.get_layer("ResNet50")``.
     Build it under the dtype policy you want (``train`` does). ``fused_batch_norm`` applies
-    on the TensorFlow backend only (its kernel is TensorFlow's).
+    on TensorFlow and PyTorch, whose fused kernels it calls.
     """
     from keras import layers
 
@@ -42,7 +42,7 @@ def build_model(r: Recipe, input_shape: Sequence[int] | None = None, classes: in
     inputs = keras.Input(shape=input_shape, name="image")
     x = layers.Rescaling(1.0 / 255, name="rescale", dtype="float32")(inputs)
     resnet = ResNet50(input_shape, classes, **r.model_options())
-    if r.fused_batch_norm and keras.backend.backend() == "tensorflow":
+    if r.fused_batch_norm and keras.backend.backend() in ("tensorflow", "torch"):
         from resnet_course.fused_batchnorm import with_fused_batch_norm
 
         resnet = with_fused_batch_norm(resnet)

@@ -42,8 +42,8 @@ class Recipe:
         bn_momentum: batch-norm momentum (0.9 for short runs; Keras' 0.99 lags behind).
         dropout: dropout before the classifier.
         fused_batch_norm: train with ``resnet_course.fused_batchnorm``'s fused kernel on the
-            TensorFlow backend (same layer, same numbers, 1.2-1.5x faster steps on a CPU);
-            saved models have plain Keras batch norms either way.
+            TensorFlow and PyTorch backends (same layer, same numbers, 1.1-1.5x faster steps on
+            a CPU); saved models have plain Keras batch norms either way.
     Data:
         augment: the dataset's augmentation (``resnet_course.pipelines.augmentation_for``:
             shifts and zoom for SIGNS, shifts and horizontal flips for CIFAR-10 and FER-2013).
