@@ -58,13 +58,13 @@ def throughput(dataset: str, profile: str, steps: int, batch_size=None, warmup: 
     shape, classes = training.DATASET_SHAPES[dataset]
     previous = keras.mixed_precision.global_policy()
     try:
-        keras.utils.set_random_seed(r.seed)
+        training.seed_everything(r.seed)
         precision = training.apply_precision(r.precision)
         model = training.build_model(r, shape, classes)
         steps_per_epoch = math.ceil(TRAIN_SIZES[dataset] / r.batch_size)
         model.compile(optimizer=training.make_optimizer(r, steps_per_epoch),
                       loss=keras.losses.CategoricalCrossentropy(label_smoothing=r.label_smoothing),
-                      jit_compile=False)
+                      jit_compile=keras.backend.backend() == "jax")  # as train() compiles
         rng = np.random.default_rng(0)
         x = rng.integers(0, 256, size=(r.batch_size, *shape)).astype("float32")
         y = keras.utils.to_categorical(rng.integers(0, classes, size=r.batch_size), classes)
@@ -108,7 +108,8 @@ def _append(record: dict) -> None:
            f"{record['train_seconds']:.0f}" if record.get("train_seconds") is not None else "-",
            str(record.get("epochs", "-")), f"{spe:.1f}" if spe else "-",
            f"{record['images_per_second']:.1f}" if record.get("images_per_second") else "-",
-           record.get("precision", "-"), record.get("load", "-"), record.get("machine_short", "-"),
+           record.get("precision", "-") + (f" on {record['backend']['backend']}" if record.get("backend") else ""),
+           record.get("load", "-"), record.get("machine_short", "-"),
            f"`{record['command']}`"]
     with open(md_path, "a") as f:
         f.write("| " + " | ".join(row) + " |\n")
@@ -127,10 +128,16 @@ def main(argv=None) -> dict:
     parser.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a recipe field")
     parser.add_argument("--verbose", type=int, default=2)
     parser.add_argument("--no-record", action="store_true", help="do not append to benchmarks/results")
+    parser.add_argument("--backend", default=None, choices=("auto", "tensorflow", "jax", "torch"),
+                        help="the Keras backend (default: KERAS_BACKEND, else Keras' default)")
     args = parser.parse_args(argv)
     overrides = _parse_overrides(args.set)
     command = "python benchmarks/bench_training.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
 
+    if args.backend:
+        from resnet_course.backends import use_backend
+
+        print(use_backend(args.backend))
     from resnet_course import training
 
     load_before = os.getloadavg()[0]
@@ -139,9 +146,18 @@ def main(argv=None) -> dict:
     else:
         out = args.out or f"runs/{args.dataset}-{args.profile}"
         record = training.train(args.dataset, args.profile, out, epochs=args.epochs, batch_size=args.batch_size,
-                                data_dir=args.data_dir, seed=args.seed, verbose=args.verbose, **overrides)
+                                data_dir=args.data_dir, seed=args.seed, verbose=args.verbose,
+                                backend=args.backend, **overrides)
         record = dict(record, mode="train", out=str(out))
     machine = training.machine_info()
+    # Tell an emulated CPU from a real one in the record (benchmarks/emulate_avx2 sets these).
+    emulated = os.environ.get("ATEN_CPU_CAPABILITY") == "avx2" and os.environ.get("RESNET_COURSE_DEVICE_KIND") == "cpu"
+    if emulated:
+        command = "benchmarks/emulate_avx2 " + command
+        machine["cpu"] += " (AVX2 emulation: benchmarks/emulate_avx2)"
+    import keras
+
+    record.setdefault("backend", {"backend": keras.backend.backend()})
     record.update(command=command, load=f"{load_before:.1f}/{os.getloadavg()[0]:.1f}",
                   machine_short=f"{machine['cpu_count']} cores, {machine['cpu']}" + (
                       f", {machine['gpus']}" if machine["gpus"] else ""))
