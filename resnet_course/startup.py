@@ -25,7 +25,7 @@ import sys
 import tempfile
 from typing import Iterator
 
-__all__ = ["STARTUP_NOISE", "configured_backend", "filtered_stderr", "import_tensorflow_quietly", "is_startup_noise"]
+__all__ = ["STARTUP_NOISE", "configured_backend", "filtered_stderr", "keras_without_tensorflow", "import_tensorflow_quietly", "is_startup_noise"]
 
 #: One line of TensorFlow's load-time logging (absl's pre-init notice, INFO lines and the
 #: instruction-set notice). Warnings and errors (``W``/``E``/``F`` lines) are kept.
@@ -105,3 +105,27 @@ def import_tensorflow_quietly() -> None:
             # instead of in the first cell that runs a layer.
             tensorflow.config.list_physical_devices()
         importlib.import_module("keras")
+
+
+@contextlib.contextmanager
+def keras_without_tensorflow() -> Iterator[None]:
+    """Inside: Keras, running on JAX or PyTorch, does not import TensorFlow just to ask whether
+    it is installed (it does so to seed it, and on every config serialization: cloning and
+    saving a model). Elsewhere, or once TensorFlow is imported, nothing changes.
+
+    Keras asks through one shared lazy module whose availability it caches; this answers "not
+    installed" for the duration and then forgets the answer again."""
+    import keras
+    from keras.src.utils import module_utils
+
+    lazy = getattr(module_utils, "tensorflow", None)
+    if (keras.backend.backend() == "tensorflow" or "tensorflow" in sys.modules
+            or lazy is None or getattr(lazy, "_available", None) is not None):
+        yield
+        return
+    lazy._available = False
+    try:
+        yield
+    finally:
+        if lazy.module is None:
+            lazy._available = None

@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import datetime as _dt
 import json
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -44,8 +43,10 @@ def build_model(r: Recipe, input_shape: Sequence[int] | None = None, classes: in
     resnet = ResNet50(input_shape, classes, **r.model_options())
     if r.fused_batch_norm and keras.backend.backend() in ("tensorflow", "torch"):
         from resnet_course.fused_batchnorm import with_fused_batch_norm
+        from resnet_course.startup import keras_without_tensorflow
 
-        resnet = with_fused_batch_norm(resnet)
+        with keras_without_tensorflow():  # cloning serializes configs: Keras would import TensorFlow
+            resnet = with_fused_batch_norm(resnet)
     outputs = resnet(x)
     return keras.Model(inputs, outputs, name=f"resnet_course_{r.dataset}")
 
@@ -143,9 +144,10 @@ def save_model(model, path) -> None:
     Fused batch norms are saved as plain ``keras.layers.BatchNormalization``, so the file
     loads with Keras alone; batch norms synchronized for several TensorFlow devices are saved
     unsynchronized (Keras loads ``synchronized=True`` on TensorFlow only)."""
+    from resnet_course.startup import keras_without_tensorflow
     from resnet_course.training.devices import unsynchronized_batch_norm
 
-    with unsynchronized_batch_norm(model):
+    with unsynchronized_batch_norm(model), keras_without_tensorflow():
         _save(model, path)
 
 
@@ -154,14 +156,7 @@ def _save(model, path) -> None:
 
     if uses_fused_batch_norm(model):
         model = with_keras_batch_norm(model)
-    model = keras.Model(model.inputs, model.outputs, name=model.name)
-    if "tensorflow" in sys.modules:
-        model.save(path)
-        return
-    from resnet_course.startup import filtered_stderr
-
-    with filtered_stderr():  # Keras' saving imports TensorFlow when installed, even off its backend
-        model.save(path)
+    keras.Model(model.inputs, model.outputs, name=model.name).save(path)
 
 
 class _EpochTimer(keras.callbacks.Callback):

@@ -48,27 +48,14 @@ def apply_precision(precision: str, backend: str | None = None) -> str:
     return resolved
 
 
-class _NoTensorFlow:
-    available = False
-
-
 def seed_everything(seed: int) -> None:
     """``keras.utils.set_random_seed(seed)`` (Python, NumPy, Keras, the backend), without importing
     TensorFlow off its backend: Keras would import it only to seed it, for tf.data pipelines,
     and the JAX and PyTorch runs feed NumPy batches instead."""
-    import sys
+    from resnet_course.startup import keras_without_tensorflow
 
-    from keras.src.utils import rng_utils
-
-    if keras.backend.backend() == "tensorflow" or "tensorflow" in sys.modules or not hasattr(rng_utils, "tf"):
+    with keras_without_tensorflow():
         keras.utils.set_random_seed(seed)
-        return
-    lazy_tensorflow = rng_utils.tf
-    rng_utils.tf = _NoTensorFlow()
-    try:
-        keras.utils.set_random_seed(seed)
-    finally:
-        rng_utils.tf = lazy_tensorflow
 
 
 def framework_versions() -> dict:
