@@ -2,7 +2,7 @@
 
     resnet-course data fetch cifar10          download if missing, decode, cache, summarise
     resnet-course data info all               what is on disk: form, shapes, classes, cache
-    resnet-course train --dataset signs --profile quick --out runs/signs
+    resnet-course train --dataset signs --profile quick --out runs/signs   (--backend auto, --devices 1)
     resnet-course evaluate runs/signs/model.keras --dataset signs
     resnet-course predict runs/signs/model.keras hand.jpg
     resnet-course check                       grade the reference ResNet-50 with the course's grader

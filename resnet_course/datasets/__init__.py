@@ -42,8 +42,9 @@ The modules
     one; ``cache``: the cache of decoded arrays; ``describe``: any dataset by name;
     ``core``: names, shapes, errors and checks that all of them share.
 
-The ``tf.data`` input pipelines are in :mod:`resnet_course.pipelines`, which imports this
-package (never the other way round), so loading data never imports TensorFlow.
+The input pipelines (NumPy batches, or tf.data on TensorFlow) are in
+:mod:`resnet_course.pipelines`, which imports this package (never the other way round), so
+loading data never imports TensorFlow.
 """
 
 from resnet_course.datasets.cache import CACHE_ENV_VAR, LOADER_VERSION, resolve_cache_dir
