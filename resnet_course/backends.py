@@ -29,6 +29,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -105,15 +106,24 @@ class BackendChoice:
         return dataclasses.asdict(self)
 
 
-def _cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> set[str]:
+def cpu_info(cpuinfo: str = "/proc/cpuinfo") -> tuple[str, set[str]]:
+    """The CPU's model name and its feature flags, from Linux' ``/proc/cpuinfo``.
+
+    Elsewhere (or unreadable): ``platform``'s processor name and no flags."""
+    fields = {}
     try:
-        for line in Path(cpuinfo).read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "flags":
-                return set(value.split())
+        lines = Path(cpuinfo).read_text().splitlines()
     except OSError:
-        pass
-    return set()
+        lines = []
+    for line in lines:  # the first CPU's lines are enough
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    name = fields.get("model name") or platform.processor() or platform.machine()
+    return name, set(fields.get("flags", "").split())
+
+
+def _cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> set[str]:
+    return cpu_info(cpuinfo)[1]
 
 
 def gpu_count() -> int:

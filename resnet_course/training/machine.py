@@ -4,33 +4,18 @@ from __future__ import annotations
 
 import os
 import platform
-from pathlib import Path
 
 import keras
+
+from resnet_course.backends import BF16_FLAGS, cpu_info
 
 
 # --- precision -------------------------------------------------------------------
 
 
-def cpu_info(cpuinfo: str = "/proc/cpuinfo") -> tuple[str, set[str]]:
-    """The CPU's model name and its feature flags, from Linux' ``/proc/cpuinfo``.
-
-    Elsewhere (or unreadable): ``platform``'s processor name and no flags."""
-    fields = {}
-    try:
-        lines = Path(cpuinfo).read_text().splitlines()
-    except OSError:
-        lines = []
-    for line in lines:  # the first CPU's lines are enough
-        key, _, value = line.partition(":")
-        fields.setdefault(key.strip(), value.strip())
-    name = fields.get("model name") or platform.processor() or platform.machine()
-    return name, set(fields.get("flags", "").split())
-
-
 def cpu_has_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
     """True when the CPU reports AVX512-BF16 or AMX-BF16 (Linux ``/proc/cpuinfo`` flags)."""
-    return bool(cpu_info(cpuinfo)[1] & {"avx512_bf16", "amx_bf16"})
+    return bool(cpu_info(cpuinfo)[1] & BF16_FLAGS)
 
 
 def detect_precision(backend: str | None = None) -> str:
