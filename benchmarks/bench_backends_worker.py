@@ -58,6 +58,7 @@ def keras_runners(plan: dict, x, y) -> list[Runner]:
     import keras
 
     import bench_throughput
+    from resnet_course.torch_kernels import match_optimizer_to_kernels
 
     backend = keras.backend.backend()
     specs = [bench_throughput.OURS, bench_throughput.THEIRS]
@@ -79,6 +80,7 @@ def keras_runners(plan: dict, x, y) -> list[Runner]:
                 keras.mixed_precision.set_global_policy(previous)
             model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
                           loss="sparse_categorical_crossentropy", jit_compile=jit)
+            match_optimizer_to_kernels(model)  # as train() does; nothing unless torch kernels
             runners.append(Runner(
                 f"{spec.name}@{SHORT.get(precision, precision)}", spec.name, spec.label or spec.name, precision,
                 train=lambda m=model: m.train_on_batch(x, y), infer=lambda m=model: m.predict_on_batch(x),

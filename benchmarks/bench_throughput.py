@@ -63,11 +63,19 @@ def build_ours(input_shape, classes, **options):
 
 
 def build_ours_fused_bn(input_shape, classes, **options):
-    """Our ResNet50 as the training recipes run it: batch norms fused (resnet_course.fused_batchnorm)."""
+    """Our ResNet50 as the training recipes run it: batch norms fused (resnet_course.fused_batchnorm)
+    and, on PyTorch, convolutions and pooling on channels-last kernels (resnet_course.torch_kernels)."""
+    import keras
+
     from resnet_course.fused_batchnorm import with_fused_batch_norm
 
     model, note = build_ours(input_shape, classes, **options)
-    return with_fused_batch_norm(model), (note + ", " if note != "defaults" else "") + "fused BN"
+    model, note = with_fused_batch_norm(model), (note + ", " if note != "defaults" else "") + "fused BN"
+    if keras.backend.backend() == "torch":
+        from resnet_course.torch_kernels import with_torch_kernels
+
+        model, note = with_torch_kernels(model), note + ", channels-last conv/pool"
+    return model, note
 
 
 def build_keras_applications(input_shape, classes):
@@ -78,7 +86,7 @@ def build_keras_applications(input_shape, classes):
 
 
 OURS = ModelSpec("ours", build_ours, "resnet_course.model.ResNet50")
-OURS_FUSED = ModelSpec("ours_fused_bn", build_ours_fused_bn, "ours + fused BN (training)")
+OURS_FUSED = ModelSpec("ours_fused_bn", build_ours_fused_bn, "ours as trained (fused BN; torch kernels)")
 THEIRS = ModelSpec("keras_app", build_keras_applications, "keras.applications.ResNet50")
 
 
@@ -94,6 +102,9 @@ def _compile(model, learning_rate=0.01):
         loss="sparse_categorical_crossentropy",
         jit_compile=False,
     )
+    from resnet_course.torch_kernels import match_optimizer_to_kernels
+
+    match_optimizer_to_kernels(model)  # as train() does; nothing unless torch kernels
 
 
 def _shape(shape) -> str:

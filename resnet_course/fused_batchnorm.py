@@ -19,15 +19,18 @@ for a layout the kernels cannot take, it is Keras' layer.
 This is a training-speed concern, so it lives here and not in the course's model:
 ``resnet_course.model`` and ``resnet_course.blocks`` build plain Keras layers (what
 students write and the grader compares), ``with_fused_batch_norm`` swaps them in for
-training and ``with_keras_batch_norm`` swaps them back before a model is saved, so a
-saved model loads with plain Keras.
+training and ``with_keras_batch_norm`` (or ``resnet_course.layer_swap.with_keras_layers``)
+swaps them back before a model is saved, so a saved model loads with plain Keras.
 """
 
 from __future__ import annotations
 
 import keras
 
+from resnet_course.layer_swap import all_layers, swap_layers, training_layer
 
+
+@training_layer
 @keras.saving.register_keras_serializable(package="resnet_course")
 class FusedBatchNormalization(keras.layers.BatchNormalization):
     """``keras.layers.BatchNormalization`` computed by one fused kernel (channels-last, 4-D):
@@ -97,40 +100,23 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
                                         and torch.bfloat16 or torch.float32)
 
 
-def _swap_batch_norm(model: keras.Model, target: type) -> keras.Model:
-    """A copy of ``model`` (nested models included) whose batch norms are ``target``, same weights."""
-
-    def clone(layer):
-        if isinstance(layer, keras.layers.BatchNormalization) and type(layer) is not target:
-            return target.from_config(layer.get_config())
-        return layer.__class__.from_config(layer.get_config())
-
-    copy = keras.models.clone_model(model, clone_function=clone, recursive=True)
-    copy.set_weights(model.get_weights())
-    return copy
-
-
 def with_fused_batch_norm(model: keras.Model) -> keras.Model:
     """``model`` with every ``BatchNormalization`` fused (a copy; names and weights kept).
 
-    Only worth it on the TensorFlow backend, where it is 1.2-1.5x faster in training
-    (``python benchmarks/run.py --only settings``); elsewhere the layers fall back to Keras'.
+    Worth it on TensorFlow (1.2-1.5x faster training, ``python benchmarks/run.py --only settings``)
+    and PyTorch; on JAX the layers are Keras'.
     """
-    return _swap_batch_norm(model, FusedBatchNormalization)
+    return swap_layers(model, lambda layer: FusedBatchNormalization
+                       if type(layer) is keras.layers.BatchNormalization else None)
 
 
 def with_keras_batch_norm(model: keras.Model) -> keras.Model:
     """``model`` with plain ``keras.layers.BatchNormalization`` again (a copy; for saving)."""
-    return _swap_batch_norm(model, keras.layers.BatchNormalization)
+    return swap_layers(model, lambda layer: keras.layers.BatchNormalization
+                       if isinstance(layer, FusedBatchNormalization) else None)
 
 
 def uses_fused_batch_norm(model: keras.Model) -> bool:
     """True when any layer of ``model`` (nested models included) is a ``FusedBatchNormalization``."""
-    return any(isinstance(layer, FusedBatchNormalization) for layer in _all_layers(model))
+    return any(isinstance(layer, FusedBatchNormalization) for layer in all_layers(model))
 
-
-def _all_layers(model):
-    for layer in model.layers:
-        yield layer
-        if isinstance(layer, keras.Model):
-            yield from _all_layers(layer)

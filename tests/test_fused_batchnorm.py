@@ -3,13 +3,11 @@
 On each backend (fused on TensorFlow and PyTorch, Keras' own layer on JAX): forward in both
 modes, the moving-statistics update, the gradients, mixed precision,
 the fall-back for layouts the kernel does not take, and the swap to and from plain
-Keras layers (names and weights kept) that training and saving rely on.
+Keras layers (names and weights kept) that training and saving rely on (the saved-model round
+trip of every training layer is in tests/test_torch_kernels.py).
 """
 
 from __future__ import annotations
-
-import json
-import zipfile
 
 import keras
 import numpy as np
@@ -146,19 +144,3 @@ def test_swap_keeps_names_weights_and_outputs():
     for a, b in zip(back.get_weights(), model.get_weights()):
         np.testing.assert_array_equal(a, b)
 
-
-def test_recipes_train_fused_and_save_plain_keras(tmp_path):
-    r = recipe("signs", "quick", **TINY)
-    assert r.fused_batch_norm
-    model = training.build_model(r)
-    assert uses_fused_batch_norm(model) == (keras.backend.backend() in ("tensorflow", "torch"))
-    training.save_model(model, tmp_path / "model.keras")
-    with zipfile.ZipFile(tmp_path / "model.keras") as archive:
-        config = archive.read("config.json").decode()
-    assert "FusedBatchNormalization" not in config and "BatchNormalization" in config
-    json.loads(config)
-    loaded = keras.saving.load_model(tmp_path / "model.keras", compile=False)
-    assert not uses_fused_batch_norm(loaded)
-    x = _images((2, 64, 64, 3)) * 40 + 120
-    np.testing.assert_allclose(to_numpy(loaded(x, training=False)), to_numpy(model(x, training=False)),
-                               rtol=1e-5, atol=1e-6)

@@ -29,7 +29,8 @@ def build_model(r: Recipe, input_shape: Sequence[int] | None = None, classes: in
     The ResNet50 is a nested model named ``ResNet50`` whose layers keep the
     course's canonical names; reach it with ``model.get_layer("ResNet50")``.
     Build it under the dtype policy you want (``train`` does). ``fused_batch_norm`` applies
-    on TensorFlow and PyTorch, whose fused kernels it calls.
+    on TensorFlow and PyTorch, whose fused kernels it calls; ``torch_kernels`` on PyTorch
+    (``resnet_course.torch_kernels``). Saving turns them back into Keras' layers.
     """
     from keras import layers
 
@@ -41,14 +42,30 @@ def build_model(r: Recipe, input_shape: Sequence[int] | None = None, classes: in
     inputs = keras.Input(shape=input_shape, name="image")
     x = layers.Rescaling(1.0 / 255, name="rescale", dtype="float32")(inputs)
     resnet = ResNet50(input_shape, classes, **r.model_options())
-    if r.fused_batch_norm and keras.backend.backend() in ("tensorflow", "torch"):
-        from resnet_course.fused_batchnorm import with_fused_batch_norm
-        from resnet_course.startup import keras_without_tensorflow
-
-        with keras_without_tensorflow():  # cloning serializes configs: Keras would import TensorFlow
-            resnet = with_fused_batch_norm(resnet)
+    resnet = _with_training_kernels(r, resnet)
     outputs = resnet(x)
     return keras.Model(inputs, outputs, name=f"resnet_course_{r.dataset}")
+
+
+def _with_training_kernels(r: Recipe, resnet: keras.Model) -> keras.Model:
+    """``resnet`` with the backend's faster kernels for the same layers, where the recipe asks."""
+    backend = keras.backend.backend()
+    fused = r.fused_batch_norm and backend in ("tensorflow", "torch")
+    channels_last = r.torch_kernels and backend == "torch"
+    if not (fused or channels_last):
+        return resnet
+    from resnet_course.startup import keras_without_tensorflow
+
+    with keras_without_tensorflow():  # cloning serializes configs: Keras would import TensorFlow
+        if fused:
+            from resnet_course.fused_batchnorm import with_fused_batch_norm
+
+            resnet = with_fused_batch_norm(resnet)
+        if channels_last:
+            from resnet_course.torch_kernels import with_torch_kernels
+
+            resnet = with_torch_kernels(resnet)
+    return resnet
 
 
 # --- data ----------------------------------------------------------------------------
@@ -152,10 +169,9 @@ def save_model(model, path) -> None:
 
 
 def _save(model, path) -> None:
-    from resnet_course.fused_batchnorm import uses_fused_batch_norm, with_keras_batch_norm
+    from resnet_course.layer_swap import with_keras_layers
 
-    if uses_fused_batch_norm(model):
-        model = with_keras_batch_norm(model)
+    model = with_keras_layers(model)
     keras.Model(model.inputs, model.outputs, name=model.name).save(path)
 
 
@@ -268,6 +284,10 @@ def train(dataset: str, profile: str = "quick", out_dir="runs/latest", *, epochs
                 # several times slower on CPUs, and torch.compile's start-up outweighs short runs.
                 jit_compile=choice.backend == "jax",
             )
+            if r.torch_kernels:
+                from resnet_course.torch_kernels import match_optimizer_to_kernels
+
+                match_optimizer_to_kernels(model)
         best = _BestValidation(out / CHECKPOINT_FILE)
         timer = _EpochTimer()
         if verbose:

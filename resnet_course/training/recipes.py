@@ -44,6 +44,9 @@ class Recipe:
         fused_batch_norm: train with ``resnet_course.fused_batchnorm``'s fused kernel on the
             TensorFlow and PyTorch backends (same layer, same numbers, 1.1-1.5x faster steps on
             a CPU); saved models have plain Keras batch norms either way.
+        torch_kernels: on the PyTorch backend, train with ``resnet_course.torch_kernels``'
+            convolution and max-pooling, which take the channels-last tensor without Keras'
+            layout copies (same layers, same numbers); saved models have Keras' layers.
     Data:
         augment: the dataset's augmentation (``resnet_course.pipelines.augmentation_for``:
             shifts and zoom for SIGNS, shifts and horizontal flips for CIFAR-10 and FER-2013).
@@ -76,6 +79,7 @@ class Recipe:
     bn_momentum: float = 0.9
     dropout: float = 0.0
     fused_batch_norm: bool = True
+    torch_kernels: bool = True
     # data
     augment: bool = True
     validation_fraction: float = 0.1
