@@ -67,15 +67,13 @@ def build_ours_fused_bn(input_shape, classes, **options):
     and, on PyTorch, convolutions and pooling on channels-last kernels (resnet_course.torch_kernels)."""
     import keras
 
-    from resnet_course.fused_batchnorm import with_fused_batch_norm
+    from resnet_course.training.loop import with_training_layers
 
     model, note = build_ours(input_shape, classes, **options)
-    model, note = with_fused_batch_norm(model), (note + ", " if note != "defaults" else "") + "fused BN"
+    note = (note + ", " if note != "defaults" else "") + "fused BN"
     if keras.backend.backend() == "torch":
-        from resnet_course.torch_kernels import with_torch_kernels
-
-        model, note = with_torch_kernels(model), note + ", channels-last conv/pool"
-    return model, note
+        note += ", channels-last conv/pool"
+    return with_training_layers(model), note
 
 
 def build_keras_applications(input_shape, classes):

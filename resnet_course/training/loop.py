@@ -42,16 +42,19 @@ def build_model(r: Recipe, input_shape: Sequence[int] | None = None, classes: in
     inputs = keras.Input(shape=input_shape, name="image")
     x = layers.Rescaling(1.0 / 255, name="rescale", dtype="float32")(inputs)
     resnet = ResNet50(input_shape, classes, **r.model_options())
-    resnet = _with_training_kernels(r, resnet)
+    resnet = with_training_layers(resnet, fused_batch_norm=r.fused_batch_norm, torch_kernels=r.torch_kernels)
     outputs = resnet(x)
     return keras.Model(inputs, outputs, name=f"resnet_course_{r.dataset}")
 
 
-def _with_training_kernels(r: Recipe, resnet: keras.Model) -> keras.Model:
-    """``resnet`` with the backend's faster kernels for the same layers, where the recipe asks."""
+def with_training_layers(resnet: keras.Model, *, fused_batch_norm: bool = True,
+                         torch_kernels: bool = True) -> keras.Model:
+    """``resnet`` as the recipes train it: the running backend's faster kernels for the same
+    layers (fused batch norms on TensorFlow and PyTorch, channels-last convolutions and pooling
+    on PyTorch), where asked; ``resnet`` itself when none applies."""
     backend = keras.backend.backend()
-    fused = r.fused_batch_norm and backend in ("tensorflow", "torch")
-    channels_last = r.torch_kernels and backend == "torch"
+    fused = fused_batch_norm and backend in ("tensorflow", "torch")
+    channels_last = torch_kernels and backend == "torch"
     if not (fused or channels_last):
         return resnet
     from resnet_course.startup import keras_without_tensorflow
