@@ -68,14 +68,14 @@ class Measured:
 FASTEST_BACKENDS = {
     "cpu": Measured(
         order=("torch", "tensorflow", "jax"),
-        step_seconds={"torch": 1.043, "tensorflow": 2.225, "jax": 2.402},
+        step_seconds={"torch": 0.729, "tensorflow": 1.906, "jax": 2.010},
         precision="float32",
         measured_on="Intel Xeon (family 6 model 207) capped to AVX2 (--isa avx2), 2026-11-30; "
         "a real 2-core AMD EPYC without AVX-512 gave torch 1.5 s, tensorflow 2.8 s, jax 4.7 s",
     ),
     "cpu-avx512": Measured(
         order=("tensorflow", "torch", "jax"),
-        step_seconds={"tensorflow": 0.412, "torch": 0.433, "jax": 2.086},
+        step_seconds={"tensorflow": 0.325, "torch": 0.374, "jax": 1.844},
         precision="mixed_bfloat16",
         measured_on="Intel Xeon (family 6 model 207): AVX-512, AVX512-BF16, AMX, 2026-11-30",
     ),
@@ -216,9 +216,10 @@ def choose_backend(requested: str = "auto", *, device_kind: str | None = None,
 
 def precision_for(backend: str, device_kind: str | None = None, cpu_flags: set[str] | None = None) -> str:
     """The dtype policy that trains fastest on this device (``benchmarks/run.py --only backends``):
-    float16 mixed precision on a GPU; bfloat16 on a CPU with bf16 instructions (every backend's
-    step was faster in it there: TensorFlow 0.41 s against 0.55 s, PyTorch 0.43 against 0.74,
-    JAX 2.09 against 2.29); float32 otherwise. ``backend`` is accepted for when they differ."""
+    float16 mixed precision on a GPU; bfloat16 on a CPU with bf16 instructions (TensorFlow's
+    step 0.32 s against 0.47 s in float32, PyTorch's 0.37 against 0.51; JAX's two are level,
+    1.85 and 1.84 s, and were 2.09 and 2.29 the run before); float32 otherwise. ``backend`` is
+    accepted for when they differ."""
     kind = device_kind or detect_device_kind()
     if kind == "gpu":
         return "mixed_float16"

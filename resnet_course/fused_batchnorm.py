@@ -26,13 +26,14 @@ swaps them back before a model is saved, so a saved model loads with plain Keras
 from __future__ import annotations
 
 import keras
+from keras.src.backend.common.stateless_scope import in_stateless_scope
 
-from resnet_course.layer_swap import all_layers, swap_layers, training_layer
+from resnet_course.layer_swap import DirectCall, all_layers, swap_layers, training_layer
 
 
 @training_layer
 @keras.saving.register_keras_serializable(package="resnet_course")
-class FusedBatchNormalization(keras.layers.BatchNormalization):
+class FusedBatchNormalization(DirectCall, keras.layers.BatchNormalization):
     """``keras.layers.BatchNormalization`` computed by one fused kernel (channels-last, 4-D):
     TensorFlow's ``FusedBatchNormV3``, or PyTorch's ``native_batch_norm``."""
 
@@ -89,15 +90,26 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
         gamma, beta = self.gamma.value.float(), self.beta.value.float()
         if training and self.trainable:
             y, mean, inverse_std = torch.native_batch_norm(x, gamma, beta, None, None, True, 0.0, self.epsilon)
-            variance = 1.0 / torch.square(inverse_std) - self.epsilon  # biased, as Keras' average uses
-            self.moving_mean.assign(self.moving_mean * self.momentum + mean.detach() * (1.0 - self.momentum))
-            self.moving_variance.assign(
-                self.moving_variance * self.momentum + variance.detach() * (1.0 - self.momentum))
+            variance = inverse_std.detach().pow(-2) - self.epsilon  # biased, as Keras' average uses
+            self._move_towards(self.moving_mean, mean.detach())
+            self._move_towards(self.moving_variance, variance)
         else:
             y = torch.nn.functional.batch_norm(x, self.moving_mean.value.float(), self.moving_variance.value.float(),
                                                gamma, beta, False, 0.0, self.epsilon)
         return y.permute(0, 2, 3, 1).to(keras.backend.standardize_dtype(self.compute_dtype) == "bfloat16"
                                         and torch.bfloat16 or torch.float32)
+
+
+    def _move_towards(self, variable, batch_value):
+        """variable = momentum * variable + (1 - momentum) * batch_value, in place (one kernel,
+        no Keras op per term) unless Keras is tracing or running statelessly."""
+        import torch
+
+        if in_stateless_scope() or variable.value.device.type == "meta":
+            variable.assign(variable * self.momentum + batch_value * (1.0 - self.momentum))
+            return
+        with torch.no_grad():
+            variable.value.lerp_(batch_value.to(variable.value.dtype), 1.0 - self.momentum)
 
 
 def with_fused_batch_norm(model: keras.Model) -> keras.Model:

@@ -13,6 +13,11 @@ max-pooling and its batch norm take as they are. ``ChannelsLastConv2D`` and
 convolution. They keep the layer's name, config and weights; on the other backends, or for
 a layout or padding these kernels cannot take, they are Keras' layers.
 
+``TorchReLU`` and ``TorchAdd`` call ``relu`` and ``add`` on the tensors as they are. All four
+skip Keras' per-call bookkeeping where it has nothing to do (``layer_swap.DirectCall``): a
+ResNet-50 step on PyTorch calls 170 layers eagerly from Python, and that bookkeeping cost
+more than the difference to a native torchvision step.
+
 Like ``resnet_course.fused_batchnorm`` this is a training-speed concern: models are built
 from plain Keras layers, ``with_torch_kernels`` swaps these in for training, and
 ``resnet_course.layer_swap.with_keras_layers`` swaps them back before a model is saved.
@@ -24,7 +29,7 @@ import math
 
 import keras
 
-from resnet_course.layer_swap import all_layers, swap_layers, training_layer
+from resnet_course.layer_swap import DirectCall, all_layers, swap_layers, training_layer
 
 
 def _same_padding(size: int, kernel: int, stride: int, dilation: int = 1) -> tuple[int, int]:
@@ -75,7 +80,7 @@ def _store_output_channels_first(variable) -> None:
 
 @training_layer
 @keras.saving.register_keras_serializable(package="resnet_course")
-class ChannelsLastConv2D(keras.layers.Conv2D):
+class ChannelsLastConv2D(DirectCall, keras.layers.Conv2D):
     """``keras.layers.Conv2D`` computed by PyTorch's ``conv2d`` on the channels-last tensor as is."""
 
     def build(self, input_shape):
@@ -94,11 +99,10 @@ class ChannelsLastConv2D(keras.layers.Conv2D):
         import torch.nn.functional as F
 
         x = inputs.permute(0, 3, 1, 2)  # NCHW shape, channels-last memory: no copy
-        kernel = keras.ops.cast(self.kernel, self.compute_dtype)
         # (h, w, in, out) -> (out, in, h, w) in channels-last memory: a view of the stored kernel
         # (see _store_output_channels_first), a copy only if something replaced its storage.
-        kernel = kernel.permute(3, 2, 0, 1).contiguous(memory_format=torch.channels_last)
-        bias = keras.ops.cast(self.bias, self.compute_dtype) if self.use_bias else None
+        kernel = _in_dtype(self.kernel, x.dtype).permute(3, 2, 0, 1).contiguous(memory_format=torch.channels_last)
+        bias = _in_dtype(self.bias, x.dtype) if self.use_bias else None
         groups = x.shape[1] // kernel.shape[1]
         y = F.conv2d(x, kernel, bias, self.strides, padding, self.dilation_rate, groups).permute(0, 2, 3, 1)
         return self.activation(y) if self.activation is not None else y
@@ -106,7 +110,7 @@ class ChannelsLastConv2D(keras.layers.Conv2D):
 
 @training_layer
 @keras.saving.register_keras_serializable(package="resnet_course")
-class ChannelsLastMaxPooling2D(keras.layers.MaxPooling2D):
+class ChannelsLastMaxPooling2D(DirectCall, keras.layers.MaxPooling2D):
     """``keras.layers.MaxPooling2D`` computed by PyTorch's ``max_pool2d`` on the channels-last tensor."""
 
     def call(self, inputs):
@@ -123,12 +127,50 @@ class ChannelsLastMaxPooling2D(keras.layers.MaxPooling2D):
         return F.max_pool2d(x, self.pool_size, self.strides, padding).permute(0, 2, 3, 1)
 
 
-_TORCH_KERNELS = {keras.layers.Conv2D: ChannelsLastConv2D, keras.layers.MaxPooling2D: ChannelsLastMaxPooling2D}
+def _in_dtype(variable, dtype):
+    """A variable's tensor in ``dtype`` (its value as is when it already is; under mixed
+    precision ``value`` is already cast by Keras' autocast scope)."""
+    value = variable.value
+    return value if value.dtype == dtype else value.to(dtype)
+
+
+@training_layer
+@keras.saving.register_keras_serializable(package="resnet_course")
+class TorchReLU(DirectCall, keras.layers.ReLU):
+    """``keras.layers.ReLU`` as PyTorch's ``relu`` when it is the plain one (no slope, cap or
+    threshold)."""
+
+    def call(self, inputs):
+        if (keras.backend.backend() != "torch" or self.negative_slope or self.max_value is not None
+                or self.threshold):
+            return super().call(inputs)
+        import torch
+
+        return torch.relu(inputs)
+
+
+@training_layer
+@keras.saving.register_keras_serializable(package="resnet_course")
+class TorchAdd(DirectCall, keras.layers.Add):
+    """``keras.layers.Add`` as PyTorch's ``add`` of same-shape tensors."""
+
+    def call(self, inputs):
+        if (keras.backend.backend() != "torch" or not isinstance(inputs, (list, tuple))
+                or any(tuple(x.shape) != tuple(inputs[0].shape) for x in inputs)):
+            return super().call(inputs)
+        output = inputs[0]
+        for x in inputs[1:]:
+            output = output + x
+        return output
+
+
+_TORCH_KERNELS = {keras.layers.Conv2D: ChannelsLastConv2D, keras.layers.MaxPooling2D: ChannelsLastMaxPooling2D,
+                  keras.layers.ReLU: TorchReLU, keras.layers.Add: TorchAdd}
 
 
 def with_torch_kernels(model: keras.Model) -> keras.Model:
-    """``model`` with every ``Conv2D`` and ``MaxPooling2D`` computed on PyTorch's channels-last
-    kernels (a copy; names and weights kept). Worth it on the PyTorch backend only; elsewhere
+    """``model`` with every ``Conv2D``, ``MaxPooling2D``, ``ReLU`` and ``Add`` computed by this
+    module's layers (a copy; names and weights kept). Worth it on the PyTorch backend only; elsewhere
     the layers are Keras'."""
     return swap_layers(model, lambda layer: _TORCH_KERNELS.get(type(layer)))
 

@@ -58,10 +58,15 @@ def test_forward_matches_keras(training_mode):
                                rtol=1e-5, atol=1e-5)
 
 
-def test_moving_statistics_update_matches_keras():
+@pytest.mark.parametrize("as_tensor", [False, True])
+def test_moving_statistics_update_matches_keras(as_tensor):
+    """Arrays take Keras' __call__; the backend's tensors take the direct call on PyTorch
+    (resnet_course.layer_swap.DirectCall), whose update is in place."""
     plain, fused = _pair(momentum=0.7)
     for seed in range(3):
         x = _images(seed=seed)
+        if as_tensor:
+            x = keras.ops.convert_to_tensor(x)
         plain(x, training=True)
         fused(x, training=True)
     np.testing.assert_allclose(to_numpy(fused.moving_mean), to_numpy(plain.moving_mean), rtol=1e-5, atol=1e-6)

@@ -1,5 +1,6 @@
-"""resnet_course.torch_kernels: the channels-last convolution and max-pooling compute what
-Keras' Conv2D and MaxPooling2D compute.
+"""resnet_course.torch_kernels: the channels-last convolution and max-pooling, ReLU and Add
+compute what Keras' Conv2D, MaxPooling2D, ReLU and Add compute, and skip Keras' per-call
+bookkeeping only where it has nothing to do (resnet_course.layer_swap.DirectCall).
 
 On PyTorch the layers call PyTorch's kernels on the channels-last tensor; the tests check the
 forward pass and the gradients against Keras' layers for every padding, stride, dilation and
@@ -19,9 +20,12 @@ import pytest
 
 from resnet_course import training
 from resnet_course.layer_swap import with_keras_layers
+from resnet_course.fused_batchnorm import FusedBatchNormalization
 from resnet_course.torch_kernels import (
     ChannelsLastConv2D,
     ChannelsLastMaxPooling2D,
+    TorchAdd,
+    TorchReLU,
     _same_padding,
     uses_torch_kernels,
     with_torch_kernels,
@@ -163,6 +167,8 @@ def test_swap_keeps_names_weights_and_outputs():
     assert [layer.name for layer in fast_resnet.layers] == [layer.name for layer in resnet.layers]
     assert type(fast_resnet.get_layer("conv1")) is ChannelsLastConv2D
     assert type(fast_resnet.get_layer("pool1")) is ChannelsLastMaxPooling2D
+    assert {type(layer) for layer in fast_resnet.layers} >= {TorchReLU, TorchAdd}
+    assert not any(type(layer) in (keras.layers.ReLU, keras.layers.Add) for layer in fast_resnet.layers)
     x = _images((3, 64, 64, 3)) * 40 + 120
     for mode in (False, True):
         np.testing.assert_allclose(to_numpy(fast(x, training=mode)), to_numpy(model(x, training=mode)),
@@ -170,6 +176,7 @@ def test_swap_keeps_names_weights_and_outputs():
     back = with_keras_layers(fast)
     assert not uses_torch_kernels(back)
     assert type(back.get_layer("ResNet50").get_layer("conv1")) is keras.layers.Conv2D
+    assert {type(layer) for layer in back.get_layer("ResNet50").layers} >= {keras.layers.ReLU, keras.layers.Add}
     for a, b in zip(back.get_weights(), model.get_weights()):
         np.testing.assert_array_equal(a, b)
 
@@ -188,6 +195,7 @@ def test_recipes_train_with_faster_layers_and_save_keras_layers(tmp_path):
     with zipfile.ZipFile(tmp_path / "model.keras") as archive:
         config = archive.read("config.json").decode()
     assert "ChannelsLast" not in config and "FusedBatchNormalization" not in config and "Conv2D" in config
+    assert "TorchReLU" not in config and "TorchAdd" not in config
     loaded = keras.saving.load_model(tmp_path / "model.keras", compile=False)
     assert not uses_torch_kernels(loaded) and not uses_fused_batch_norm(loaded)
     x = _images((2, 64, 64, 3)) * 40 + 120
@@ -250,3 +258,92 @@ def test_training_steps_with_the_kernels_match_keras_layers(optimizer):
     for a, b in zip(kernels_fast, kernels_plain):
         np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4)
     np.testing.assert_allclose(out_fast, out_plain, rtol=1e-3, atol=1e-4)
+
+
+# --- ReLU and Add, and the direct call ----------------------------------------------------
+
+
+@pytest.mark.parametrize("options", [{}, dict(max_value=6.0), dict(negative_slope=0.1), dict(threshold=0.5)])
+def test_relu_matches_keras(options):
+    plain = keras.layers.ReLU(**options)
+    x = _images((2, 5, 5, 3))
+    np.testing.assert_array_equal(to_numpy(TorchReLU.from_config(plain.get_config())(x)), to_numpy(plain(x)))
+
+
+def test_add_matches_keras():
+    a, b, c = (_images((2, 4, 4, 3), seed=s) for s in range(3))
+    np.testing.assert_allclose(to_numpy(TorchAdd()([a, b, c])), to_numpy(keras.layers.Add()([a, b, c])), rtol=1e-6)
+    # Different shapes broadcast in Keras' Add (here a channel vector): its path, same answer.
+    v = _images((2, 1, 1, 3), seed=4)
+    np.testing.assert_allclose(to_numpy(TorchAdd()([a, v])), to_numpy(keras.layers.Add()([a, v])), rtol=1e-6)
+
+
+@pytest.fixture
+def keras_call_refused(monkeypatch):
+    """Make Keras' Layer.__call__ raise: a call passes only if it went straight to ``call``."""
+
+    def refuse(self, *args, **kwargs):
+        raise AssertionError(f"{type(self).__name__} took Keras' __call__")
+
+    monkeypatch.setattr(keras.layers.Layer, "__call__", refuse)
+
+
+def _built_training_layers():
+    _, conv = _conv_pair((8, 8), dict(filters=4, kernel_size=3, padding="same"))
+    norm = FusedBatchNormalization()
+    norm.build((None, 8, 8, 4))
+    add = TorchAdd()
+    add.build([(None, 8, 8, 4)] * 2)
+    return conv, norm, TorchReLU(), add
+
+
+@pytest.mark.skipif(not ON_TORCH, reason="the direct call is PyTorch's")
+def test_direct_call_on_concrete_tensors_skips_keras_call(keras_call_refused):
+    conv, norm, relu, add = _built_training_layers()
+    x = keras.ops.convert_to_tensor(_images((2, 8, 8, 4)))
+    y = relu(add([norm(conv(x), training=True), x]))
+    assert tuple(y.shape) == (2, 8, 8, 4)
+    norm(x, training=False)
+
+
+def _stateless(layer, x, **kwargs):
+    with keras.StatelessScope():
+        return layer(x, **kwargs)
+
+
+def _masked(layer, x, **kwargs):
+    x = keras.ops.convert_to_tensor(x)
+    x._keras_mask = keras.ops.ones(x.shape[:-1], "bool")
+    return layer(x, **kwargs)
+
+
+@pytest.mark.skipif(not ON_TORCH, reason="the direct call is PyTorch's")
+@pytest.mark.parametrize("case", ["array", "training=None", "stateless", "masked", "mixed_bfloat16", "symbolic",
+                                  "unbuilt"])
+def test_calls_that_need_keras_bookkeeping_take_keras_call(case, keras_call_refused):
+    conv, norm, _, _ = _built_training_layers()
+    x = _images((2, 8, 8, 4))
+    tensor = keras.ops.convert_to_tensor(x)
+    calls = {
+        "array": lambda: conv(x),  # Keras converts arrays
+        "training=None": lambda: norm(tensor),  # Keras resolves the flag from the outer call
+        "stateless": lambda: _stateless(norm, tensor, training=True),
+        "masked": lambda: _masked(conv, x),
+        "mixed_bfloat16": lambda: _conv_pair((8, 8), dict(filters=4, kernel_size=1), dtype="mixed_bfloat16")[1](
+            keras.ops.cast(tensor, "bfloat16")),
+        "symbolic": lambda: conv(keras.KerasTensor((None, 8, 8, 4))),
+        "unbuilt": lambda: TorchAdd()([tensor, tensor]),
+    }
+    with pytest.raises(AssertionError, match="took Keras' __call__"):
+        calls[case]()
+
+
+@pytest.mark.skipif(not ON_TORCH, reason="the in-place update is PyTorch's")
+def test_batch_norm_in_a_stateless_scope_leaves_its_variables_alone():
+    _, norm, _, _ = _built_training_layers()
+    before = to_numpy(norm.moving_mean).copy()
+    with keras.StatelessScope() as scope:
+        norm(keras.ops.convert_to_tensor(_images((2, 8, 8, 4))), training=True)
+        updated = scope.get_current_value(norm.moving_mean)
+    np.testing.assert_array_equal(to_numpy(norm.moving_mean), before)
+    assert updated is not None and not np.allclose(to_numpy(updated), before)

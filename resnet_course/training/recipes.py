@@ -46,7 +46,8 @@ class Recipe:
             a CPU); saved models have plain Keras batch norms either way.
         torch_kernels: on the PyTorch backend, train with ``resnet_course.torch_kernels``'
             convolution and max-pooling, which take the channels-last tensor without Keras'
-            layout copies (same layers, same numbers); saved models have Keras' layers.
+            layout copies, and ReLU and Add, all four (and the fused batch norm) called without
+            Keras' per-call bookkeeping (same layers, same numbers); saved models have Keras' layers.
     Data:
         augment: the dataset's augmentation (``resnet_course.pipelines.augmentation_for``:
             shifts and zoom for SIGNS, shifts and horizontal flips for CIFAR-10 and FER-2013).
