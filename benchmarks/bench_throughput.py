@@ -64,7 +64,8 @@ def build_ours(input_shape, classes, **options):
 
 def build_ours_fused_bn(input_shape, classes, **options):
     """Our ResNet50 as the training recipes run it: batch norms fused (resnet_course.fused_batchnorm)
-    and, on PyTorch, convolutions and pooling on channels-last kernels (resnet_course.torch_kernels)."""
+    and, on PyTorch, the layers of resnet_course.torch_kernels (channels-last convolutions and
+    pooling, ReLU and Add, all called directly)."""
     import keras
 
     from resnet_course.training.loop import with_training_layers
@@ -72,7 +73,7 @@ def build_ours_fused_bn(input_shape, classes, **options):
     model, note = build_ours(input_shape, classes, **options)
     note = (note + ", " if note != "defaults" else "") + "fused BN"
     if keras.backend.backend() == "torch":
-        note += ", channels-last conv/pool"
+        note += ", torch kernels"
     return with_training_layers(model), note
 
 

@@ -65,10 +65,9 @@ def throughput(dataset: str, profile: str, steps: int, batch_size=None, warmup: 
         model.compile(optimizer=training.make_optimizer(r, steps_per_epoch),
                       loss=keras.losses.CategoricalCrossentropy(label_smoothing=r.label_smoothing),
                       jit_compile=keras.backend.backend() == "jax")  # as train() compiles
-        if r.torch_kernels:
-            from resnet_course.torch_kernels import match_optimizer_to_kernels
+        from resnet_course.torch_kernels import match_optimizer_to_kernels
 
-            match_optimizer_to_kernels(model)
+        match_optimizer_to_kernels(model)  # as train() does; nothing unless the model has the torch kernels
         rng = np.random.default_rng(0)
         x = rng.integers(0, 256, size=(r.batch_size, *shape)).astype("float32")
         y = keras.utils.to_categorical(rng.integers(0, classes, size=r.batch_size), classes)

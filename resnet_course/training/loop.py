@@ -287,10 +287,9 @@ def train(dataset: str, profile: str = "quick", out_dir="runs/latest", *, epochs
                 # several times slower on CPUs, and torch.compile's start-up outweighs short runs.
                 jit_compile=choice.backend == "jax",
             )
-            if r.torch_kernels:
-                from resnet_course.torch_kernels import match_optimizer_to_kernels
+            from resnet_course.torch_kernels import match_optimizer_to_kernels
 
-                match_optimizer_to_kernels(model)
+            match_optimizer_to_kernels(model)  # nothing unless the model has the torch kernels
         best = _BestValidation(out / CHECKPOINT_FILE)
         timer = _EpochTimer()
         if verbose:
