@@ -56,6 +56,8 @@ def throughput(dataset: str, profile: str, steps: int, batch_size=None, warmup: 
 
     r = training.recipe(dataset, profile, batch_size=batch_size, **overrides)
     shape, classes = training.DATASET_SHAPES[dataset]
+    if r.crop:  # the model trains on the crops
+        shape = (r.crop, r.crop, shape[-1])
     previous = keras.mixed_precision.global_policy()
     try:
         training.seed_everything(r.seed)

@@ -59,10 +59,14 @@ def _conv_output_size(size: int, kernel: int, stride: int, padding: str) -> int:
 
 def _check_model_arguments(input_shape, classes, filters, identity_blocks, pooling, stem_pool, stem) -> None:
     """Fail with a clear message before Keras fails deep inside a layer."""
-    if len(input_shape) != 3 or not all(isinstance(n, int) and n > 0 for n in input_shape):
+    def size(n) -> bool:
+        return isinstance(n, int) and not isinstance(n, bool) and n > 0
+
+    if len(input_shape) != 3 or not size(input_shape[2]) or not all(n is None or size(n) for n in input_shape[:2]):
         raise ValueError(
             f"ResNet50: input_shape must be (height, width, channels) of positive ints, got {input_shape!r} "
-            "(e.g. (64, 64, 3) for SIGNS, (48, 48, 1) for FER-2013)."
+            "(e.g. (64, 64, 3) for SIGNS, (48, 48, 1) for FER-2013; (None, None, 3) takes any size "
+            "with pooling='global')."
         )
     if isinstance(classes, bool) or not isinstance(classes, int) or classes < 2:
         raise ValueError(f"ResNet50: classes must be an int >= 2 (the softmax's size), got {classes!r}.")
@@ -80,6 +84,13 @@ def _check_model_arguments(input_shape, classes, filters, identity_blocks, pooli
     if stem not in STEMS:
         raise ValueError(f"ResNet50: stem must be one of {tuple(STEMS)}, got {stem!r}.")
 
+    if None in input_shape[:2]:
+        if pooling != "global":
+            raise ValueError(
+                f"ResNet50: an input of any size ({input_shape!r}) needs pooling='global': the "
+                "avg_pool head's Flatten needs a known size."
+            )
+        return
     stem_kernel, stem_stride, stem_padding = STEMS[stem]
     height, width = input_shape[:2]
     sizes = []
@@ -120,7 +131,9 @@ def ResNet50(
     """Build the course's ResNet-50 as a ``keras.Model``.
 
     Arguments:
-        input_shape: (height, width, channels); any number of channels.
+        input_shape: (height, width, channels); any number of channels. Height and
+            width may be None (any size) with ``pooling="global"``: the training
+            recipes that train on random crops test on whole images.
         classes: number of classes of the softmax.
         filters: [F1, F2, F3] per stage (see ``scaled_filters`` for thinner models).
         identity_blocks: number of identity blocks per stage, after its

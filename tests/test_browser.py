@@ -13,6 +13,7 @@ Needs Debian's ``chromium`` (``apt-get install -y chromium``) and Playwright for
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import shutil
 import socket
@@ -108,11 +109,29 @@ def _cell(page, text: str):
     return page.locator(".jp-Notebook .jp-Cell").filter(has=page.locator(".jp-InputArea", has_text=text)).first
 
 
+def _focus_editor(cell, attempts: int = 5) -> None:
+    """Click into ``cell``'s editor until it has the keyboard focus. A key pressed before
+    that goes to whichever cell was active: the wrong cell runs, and the wait for this
+    cell's prompt times out."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+    from playwright.sync_api import expect
+
+    editor = cell.locator(".cm-editor")
+    for attempt in range(attempts):
+        cell.locator(".cm-content").click()
+        try:
+            expect(editor).to_have_class(re.compile(r"\bcm-focused\b"), timeout=5_000)
+            return
+        except (AssertionError, PlaywrightTimeout):
+            if attempt == attempts - 1:
+                raise
+
+
 def _run(page, cell) -> None:
     """Run ``cell`` (Shift+Enter in its editor) and wait until the kernel is idle again."""
     prompt = cell.locator(".jp-InputArea-prompt")
     before = prompt.text_content()
-    cell.locator(".cm-content").click()
+    _focus_editor(cell)
     page.keyboard.press("Shift+Enter")
     # the prompt goes from [n] (or [ ]) to [*] while it runs, then to a new [m]
     page.wait_for_function(
@@ -122,7 +141,7 @@ def _run(page, cell) -> None:
 
 
 def _replace_source(page, cell, source: str) -> None:
-    cell.locator(".cm-content").click()
+    _focus_editor(cell)
     page.keyboard.press("Control+A")
     page.keyboard.press("Delete")
     page.keyboard.insert_text(source)  # as a paste: no auto-indent, no bracket closing

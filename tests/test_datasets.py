@@ -1119,6 +1119,53 @@ def test_flip_mirrors_images(pipelines, engine):
     assert all(m or u for m, u in zip(mirrored, untouched)) and 16 < sum(mirrored) < 48
 
 
+def _window_corner(window, image):
+    """Where ``window`` sits in ``image`` or its mirror: (mirrored, top, left), or None."""
+    size = window.shape[0]
+    for mirrored, source in ((False, image), (True, image[:, ::-1])):
+        for top in range(image.shape[0] - size + 1):
+            for left in range(image.shape[1] - size + 1):
+                if np.array_equal(source[top:top + size, left:left + size], window):
+                    return mirrored, top, left
+    return None
+
+
+def test_crop_cuts_random_windows_of_the_flipped_images(pipelines, engine):
+    images = RNG.random((48, 12, 10, 2)).astype(np.float32)
+    original = images.copy()
+    policy = pipelines.Augmentation(horizontal_flip=True, crop=7)
+    cropped = _augment(pipelines, policy, images, engine)
+    np.testing.assert_array_equal(images, original)  # the caller's batch is left alone
+    assert cropped.shape == (48, 7, 7, 2)
+    corners = [_window_corner(window, image) for window, image in zip(cropped, images)]
+    assert None not in corners  # every window is a whole-pixel window of the image or its mirror
+    assert len({(top, left) for _, top, left in corners}) > 10  # drawn anew for each image
+    assert {top for _, top, _ in corners} <= set(range(6)) and {left for _, _, left in corners} <= set(range(4))
+    assert 10 < sum(mirrored for mirrored, _, _ in corners) < 38
+    again = _augment(pipelines, policy, images, engine)
+    np.testing.assert_array_equal(cropped, again)  # the same seed, the same windows
+
+
+def test_crop_fits_the_images_or_fails_clearly(pipelines, engine):
+    assert pipelines.Augmentation().is_identity and not pipelines.Augmentation(crop=4).is_identity
+    with pytest.raises(ValueError, match="crop must be a window size"):
+        pipelines.Augmentation(crop=-1)
+    with pytest.raises(ValueError, match="crop must be a window size"):
+        pipelines.Augmentation(crop=2.5)
+    with pytest.raises(ValueError, match="a 9x9 crop does not fit in 8x12 images: use crop <= 8"):
+        _augment(pipelines, pipelines.Augmentation(crop=9), RNG.random((2, 8, 12, 1)).astype(np.float32), engine)
+
+
+def test_training_batches_are_crops_and_validation_whole_images(pipelines, engine):
+    x, y = signs_like(40)
+    policy = pipelines.Augmentation(max_shift=0.1, crop=48)
+    data = pipelines.make_datasets("signs", x, y, batch_size=8, validation_fraction=0.3, augment=policy,
+                                   engine=engine)
+    assert _array(next(iter(data.train))[0]).shape == (8, 48, 48, 3)
+    assert _array(next(iter(data.validation))[0]).shape[1:] == (64, 64, 3)
+    assert _array(next(iter(data.eval_dataset(x[:4])))).shape == (4, 64, 64, 3)
+
+
 def test_numpy_zoom_samples_like_tensorflow_crop_and_resize(pipelines):
     """The NumPy engine's shift-and-zoom resamples exactly where tf.image.crop_and_resize does
     with the boxes the tf.data engine draws (so both engines augment alike)."""

@@ -183,11 +183,26 @@ def test_error_small_input_names_the_option():
         (dict(pooling="max"), "pooling must be one of"),
         (dict(identity_blocks=(2, 3, 5)), "filters has 4 stages but identity_blocks has 3"),
         (dict(input_shape=(2, 2, 3)), "shrinks to nothing"),
+        (dict(input_shape=(64, 64, None)), "input_shape must be"),
+        (dict(input_shape=(None, None, 3)), r"any size \(\(None, None, 3\)\) needs pooling='global'"),
     ],
 )
 def test_model_argument_errors(kwargs, message):
     with pytest.raises(ValueError, match=message):
         ResNet50(**kwargs)
+
+
+def test_a_model_of_any_size_takes_crops_and_whole_images():
+    """Recipes with a ``crop`` train on small windows and test on whole images: one model, any size."""
+    model = ResNet50((None, None, 3), 10, filters=scaled_filters(0.0625), identity_blocks=(0, 0, 0, 0),
+                     stem="small", stem_pool=False, pooling="global", seed=0)
+    fixed = ResNet50((32, 32, 3), 10, filters=scaled_filters(0.0625), identity_blocks=(0, 0, 0, 0),
+                     stem="small", stem_pool=False, pooling="global", seed=0)
+    assert [layer.name for layer in model.layers] == [layer.name for layer in fixed.layers]
+    images = np.random.default_rng(0).random((2, 32, 32, 3)).astype("float32")
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(model(images)),
+                               keras.ops.convert_to_numpy(fixed(images)), atol=1e-5)
+    assert keras.ops.convert_to_numpy(model(images[:, :24, :24])).shape == (2, 10)
 
 
 def test_keras_applications_names():

@@ -6,6 +6,7 @@ They run the real ``train()`` code path with the ci profile and a tiny network
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -16,6 +17,7 @@ import pytest
 from PIL import Image
 
 from resnet_course import training
+from resnet_course.pipelines import Augmentation
 from resnet_course.training import Recipe, WarmupCosine, recipe
 
 TINY = dict(width=0.0625, identity_blocks=(0, 0, 0, 0))
@@ -122,6 +124,12 @@ def test_invalid_recipe_fields():
         recipe("signs", epochs=0)
     with pytest.raises(ValueError, match="Unknown stem 'cifar'; choose one of imagenet, small"):
         recipe("cifar10", stem="cifar")
+    with pytest.raises(ValueError, match="crop=40 is larger than cifar10's 32x32 images; use a crop of at most 32"):
+        recipe("cifar10", crop=40)
+    with pytest.raises(ValueError, match=r"crop=48 .* needs pooling='global'"):
+        recipe("signs", crop=48, pooling="avg_pool")
+    with pytest.raises(ValueError, match="crop must be a window size"):
+        recipe("cifar10", crop=-2)
 
 
 def test_recipes_table():
@@ -319,6 +327,34 @@ def test_predict_clear_errors(trained, tmp_path):
         training.predict(out / "model.keras", [bad])
     with pytest.raises(FileNotFoundError, match="No model file"):
         training.predict(tmp_path / "missing.keras", [bad])
+
+
+@pytest.mark.slow  # trains a model
+def test_training_on_crops_tests_on_whole_images(data_dir, tmp_path):
+    r = recipe("signs", "ci", crop=40, pooling="global", **TINY)
+    policy = training.training_augmentation(r)
+    assert policy.crop == 40 and policy.max_shift == 0  # the window's position is the shift
+    assert policy.max_zoom == training.training_augmentation(dataclasses.replace(r, crop=0)).max_zoom > 0
+    assert training.training_augmentation(dataclasses.replace(r, augment=False)) == Augmentation(crop=40)
+    metrics = training.train("signs", "ci", tmp_path, data_dir=data_dir, verbose=0, precision="float32",
+                             crop=40, pooling="global", **TINY)
+    assert metrics["recipe"]["crop"] == 40 and metrics["input_shape"] == [64, 64, 3]
+    model = training.load_model(tmp_path / "model.keras")
+    assert model.input_shape == (None, None, None, 3)  # trained on 40x40 windows, tested on 64x64 images
+    assert training.evaluate(tmp_path / "model.keras", "signs", data_dir)["n_test"] == metrics["n_test"]
+    # predict resizes to the size the model was tested at (metrics.json), as it does for a fixed-size model.
+    rng = np.random.default_rng(1)
+    pixels = rng.integers(0, 256, size=(64, 64, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "exact.png")
+    Image.fromarray(pixels).resize((50, 30)).save(tmp_path / "small.png")
+    expected = model.predict(pixels[None].astype("float32"), verbose=0)[0]
+    top = training.predict(tmp_path / "model.keras", [tmp_path / "exact.png", tmp_path / "small.png"], top=1)
+    assert top[0][0][1] == pytest.approx(float(expected.max()), rel=1e-5) and len(top) == 2
+    # Without its metrics.json the model keeps the images' size, and says so when they differ.
+    (tmp_path / "metrics.json").unlink()
+    assert len(training.predict(tmp_path / "model.keras", [tmp_path / "exact.png"], top=1)) == 1
+    with pytest.raises(ValueError, match="different sizes .*resize them to one size first"):
+        training.predict(tmp_path / "model.keras", [tmp_path / "exact.png", tmp_path / "small.png"])
 
 
 @pytest.mark.slow  # trains a model

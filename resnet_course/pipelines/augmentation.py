@@ -1,9 +1,10 @@
-"""The training augmentations: random shifts, zoom and horizontal flips, per dataset.
+"""The training augmentations: random shifts, zoom, horizontal flips and crops, per dataset.
 
 One ``Augmentation`` describes a policy; ``apply`` runs it on a NumPy batch (the input path
 of every backend) and ``resnet_course.pipelines.tf_data`` runs the same policy as TensorFlow
 ops inside tf.data. Both sample the same geometry: a pixel shift (whole pixels without zoom),
-a zoom about the shifted centre, and a mirror, with black where the image moved in from outside.
+a zoom about the shifted centre, a mirror, with black where the image moved in from outside,
+and optionally a random crop of that.
 """
 
 from __future__ import annotations
@@ -25,11 +26,15 @@ class Augmentation:
     32-pixel image is CIFAR-10's classic pad-4-and-crop). Without zoom the shift is a whole
     number of pixels, so pixels are moved, not blurred. ``max_zoom``: the largest zoom in or
     out, as a fraction (0.1 draws a scale in [0.9, 1.1]). ``horizontal_flip``: mirror half
-    the images. Areas shifted in from outside the image are black."""
+    the images. Areas shifted in from outside the image are black. ``crop``: then cut a
+    random ``crop`` x ``crop`` window (whole pixels, anywhere inside the image) out of each
+    image, so the batch comes out smaller than it went in; 0 keeps whole images. A network
+    with global pooling trains on the windows and is tested on whole images."""
 
     max_shift: float = 0.0
     max_zoom: float = 0.0
     horizontal_flip: bool = False
+    crop: int = 0
 
     def __post_init__(self):
         if not 0 <= self.max_shift < 1 or not 0 <= self.max_zoom < 1:
@@ -37,10 +42,20 @@ class Augmentation:
                 f"max_shift and max_zoom must be fractions in [0, 1), got {self.max_shift} "
                 f"and {self.max_zoom}"
             )
+        if isinstance(self.crop, bool) or not isinstance(self.crop, (int, np.integer)) or self.crop < 0:
+            raise ValueError(f"crop must be a window size in pixels (an int >= 0; 0: no crop), got {self.crop!r}")
 
     @property
     def is_identity(self) -> bool:
-        return self.max_shift == 0 and self.max_zoom == 0 and not self.horizontal_flip
+        return self.max_shift == 0 and self.max_zoom == 0 and not self.horizontal_flip and not self.crop
+
+    def check_fits(self, height: int, width: int) -> None:
+        """Fail clearly when the crop window is larger than the images."""
+        if self.crop > min(height, width):
+            raise ValueError(
+                f"a {self.crop}x{self.crop} crop does not fit in {height}x{width} images: "
+                f"use crop <= {min(height, width)}, or 0 for whole images"
+            )
 
     def __call__(self, images: np.ndarray, seed) -> np.ndarray:
         """Augment a float NumPy batch ``[batch, height, width, channels]`` reproducibly: the
@@ -67,6 +82,14 @@ class Augmentation:
             if augmented is images:
                 augmented = images.copy()  # never change the caller's batch
             augmented[flip] = augmented[flip, :, ::-1]
+        if self.crop:
+            self.check_fits(height, width)
+            tops = rng.integers(0, height - self.crop + 1, batch)
+            lefts = rng.integers(0, width - self.crop + 1, batch)
+            window = np.arange(self.crop)
+            rows = (tops[:, None] + window)[:, :, None]
+            cols = (lefts[:, None] + window)[:, None, :]
+            augmented = augmented[np.arange(batch)[:, None, None], rows, cols]
         return augmented
 
 

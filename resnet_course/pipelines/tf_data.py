@@ -46,6 +46,15 @@ def augment_tensor(augmentation: Augmentation, images: tf.Tensor, seed: tf.Tenso
     if augmentation.horizontal_flip:
         flip = tf.random.stateless_uniform([batch], flip_seed) < 0.5
         images = tf.where(flip[:, None, None, None], tf.reverse(images, axis=[2]), images)
+    if augmentation.crop:
+        augmentation.check_fits(height, width)
+        # A seed of its own, so that adding a crop leaves the shifts and flips as they were.
+        crop_seed = tf.random.experimental.stateless_fold_in(tf.cast(seed, tf.int64), 3)
+        positions = tf.constant([height - augmentation.crop + 1, width - augmentation.crop + 1], tf.float32)
+        corners = tf.cast(tf.floor(tf.random.stateless_uniform([batch, 2], crop_seed) * positions), tf.int64)
+        window = tf.range(augmentation.crop, dtype=tf.int64)
+        images = tf.gather(images, corners[:, :1] + window, axis=1, batch_dims=1)
+        images = tf.gather(images, corners[:, 1:] + window, axis=2, batch_dims=1)
     return images
 
 

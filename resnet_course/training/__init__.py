@@ -51,7 +51,7 @@ from resnet_course.training.schedules import (  # noqa: F401
 )
 from resnet_course.training.loop import (  # noqa: F401
     build_model, load_dataset, make_eval_dataset, mean_cross_entropy, mirror_symmetric,
-    per_class_accuracy, predict_probabilities, save_model, subset, train,
+    per_class_accuracy, predict_probabilities, save_model, subset, train, training_augmentation,
 )
 from resnet_course.training.inference import (  # noqa: F401
     evaluate, format_predictions, load_images, load_model, predict,

@@ -60,7 +60,7 @@ def evaluate(model_path, dataset: str, data_dir=None, *, batch_size: int = 64, t
         test_subset = _CI_OVERRIDES["test_subset"]
     x_test, y_test = subset(x_test, y_test, test_subset, 1)
     expected = tuple(model.input_shape[1:])
-    if tuple(x_test.shape[1:]) != expected:
+    if any(want is not None and want != got for want, got in zip(expected, x_test.shape[1:])):
         raise ValueError(f"The model takes {expected} images but {dataset} has {tuple(x_test.shape[1:])}: "
                          f"was it trained on another dataset?")
     if model.output_shape[-1] != len(class_names):
@@ -81,8 +81,23 @@ def evaluate(model_path, dataset: str, data_dir=None, *, batch_size: int = 64, t
     )
 
 
-def load_images(image_paths, size: tuple[int, int], channels: int) -> np.ndarray:
-    """Read images with PIL, convert to RGB or greyscale, resize to ``size`` (h, w): uint8 NHWC."""
+def _image_size(model, model_path) -> tuple[int, int] | None:
+    """The (height, width) to resize images to: the model's input size; for a model of any
+    size (trained on crops), the size it was tested at, from the metrics.json beside it; else
+    None (the images' own size)."""
+    height, width = model.input_shape[1:3]
+    if height is not None and width is not None:
+        return height, width
+    try:
+        shape = json.loads(Path(model_path).with_name(METRICS_FILE).read_text()).get("input_shape")
+        return int(shape[0]), int(shape[1])
+    except (OSError, ValueError, TypeError, IndexError, AttributeError):
+        return None
+
+
+def load_images(image_paths, size: tuple[int, int] | None, channels: int) -> np.ndarray:
+    """Read images with PIL, convert to RGB or greyscale, resize to ``size`` (h, w): uint8 NHWC.
+    ``size=None`` keeps the images' own size, which must then be the same for all."""
     from PIL import Image, UnidentifiedImageError
 
     if isinstance(image_paths, (str, os.PathLike)):
@@ -95,7 +110,8 @@ def load_images(image_paths, size: tuple[int, int], channels: int) -> np.ndarray
         try:
             with Image.open(path) as image:
                 image = image.convert("L" if channels == 1 else "RGB")
-                image = image.resize((size[1], size[0]), Image.BILINEAR)
+                if size is not None:
+                    image = image.resize((size[1], size[0]), Image.BILINEAR)
                 array = np.asarray(image, dtype=np.uint8)
         except (UnidentifiedImageError, OSError) as error:
             raise ValueError(f"Cannot read {path} as an image: {error}") from error
@@ -106,6 +122,10 @@ def load_images(image_paths, size: tuple[int, int], channels: int) -> np.ndarray
         images.append(array)
     if not images:
         raise ValueError("No image given.")
+    sizes = sorted({array.shape[:2] for array in images})
+    if len(sizes) > 1:
+        raise ValueError(f"The images have different sizes ({', '.join(f'{h}x{w}' for h, w in sizes)}) and the "
+                         "model gives none to resize them to: resize them to one size first.")
     return np.stack(images)
 
 
@@ -113,7 +133,8 @@ def predict(model_path, image_paths, top: int = 3, class_names: Sequence[str] | 
     """The ``top`` most likely classes of each image, for a model saved by ``train``.
 
     Images are read with PIL, converted to the model's channels (RGB or grey)
-    and resized to its input size; the model rescales pixels itself.
+    and resized to its input size (for a model trained on crops, which takes any size: the
+    size it was tested at, from the metrics.json beside it); the model rescales pixels itself.
 
     Returns one list per image of ``(class_name, probability)`` pairs, most
     likely first. Class names come from ``class_names``, else the metrics.json
@@ -126,8 +147,8 @@ def predict(model_path, image_paths, top: int = 3, class_names: Sequence[str] | 
         if not Path(p).is_file():
             raise FileNotFoundError(f"No image file at {p}.")
     model = load_model(model_path)
-    height, width, channels = model.input_shape[1:]
-    x = load_images(image_paths, (height, width), channels)
+    channels = model.input_shape[-1]
+    x = load_images(image_paths, _image_size(model, model_path), channels)
     probabilities = np.asarray(model.predict(x.astype("float32"), verbose=0))
     classes = probabilities.shape[-1]
     names = list(class_names) if class_names is not None else _class_names_beside(model_path, classes)

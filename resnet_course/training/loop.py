@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import datetime as _dt
 import json
 import time
@@ -31,6 +32,8 @@ def build_model(r: Recipe, input_shape: Sequence[int] | None = None, classes: in
     Build it under the dtype policy you want (``train`` does). ``fused_batch_norm`` applies
     on TensorFlow and PyTorch, whose fused kernels it calls; ``torch_kernels`` on PyTorch
     (``resnet_course.torch_kernels``). Saving turns them back into Keras' layers.
+    A recipe with a ``crop`` gets a model of any height and width (``(None, None, channels)``):
+    it trains on the crops and is tested on whole images.
     """
     from keras import layers
 
@@ -38,6 +41,8 @@ def build_model(r: Recipe, input_shape: Sequence[int] | None = None, classes: in
 
     default_shape, default_classes = DATASET_SHAPES[r.dataset]
     input_shape = tuple(input_shape or default_shape)
+    if r.crop:
+        input_shape = (None, None, input_shape[-1])
     classes = classes or default_classes
     inputs = keras.Input(shape=input_shape, name="image")
     x = layers.Rescaling(1.0 / 255, name="rescale", dtype="float32")(inputs)
@@ -104,6 +109,18 @@ def make_eval_dataset(x, y, classes: int, batch_size: int):
     from resnet_course.pipelines import make_eval_dataset as _make
 
     return _make(x, y, batch_size=batch_size, normalization="none", one_hot=True, num_classes=classes)
+
+
+def training_augmentation(r: Recipe):
+    """The recipe's training augmentation: the dataset's policy (none without ``augment``),
+    with the recipe's ``crop``. A crop's random position is the translation: the policy's
+    shifts are turned off (shifted-in black borders and a window on top would double it)."""
+    from resnet_course.pipelines import Augmentation, augmentation_for
+
+    policy = augmentation_for(r.dataset) if r.augment else Augmentation()
+    if not r.crop:
+        return policy
+    return dataclasses.replace(policy, max_shift=0.0, crop=r.crop)
 
 
 def mirror_symmetric(dataset: str) -> bool:
@@ -267,7 +284,8 @@ def train(dataset: str, profile: str = "quick", out_dir="runs/latest", *, epochs
     # TensorFlow, NumPy batches elsewhere), pixels left 0-255 (normalization "none": the
     # model's Rescaling layer scales them).
     data = make_datasets(r.dataset, x_train_all, y_train_all, batch_size=batch,
-                         validation_fraction=r.validation_fraction, augment=r.augment, normalization="none",
+                         validation_fraction=r.validation_fraction, augment=training_augmentation(r),
+                         normalization="none",
                          one_hot=True, seed=r.seed, batch_multiple=plan.batch_multiple)
     n_train, n_val = data.train_size, len(data.y_val)
     steps_per_epoch = data.steps_per_epoch

@@ -51,6 +51,11 @@ class Recipe:
     Data:
         augment: the dataset's augmentation (``resnet_course.pipelines.augmentation_for``:
             shifts and zoom for SIGNS, shifts and horizontal flips for CIFAR-10 and FER-2013).
+        crop: train on random ``crop`` x ``crop`` windows of the augmented images, and
+            validate and test on whole images (0: train on whole images). The objects keep
+            their size and each step sees fewer pixels: CIFAR-10's 24x24 windows of 32x32
+            images make a step 1.8x faster. The window's random position replaces the
+            dataset's shifts. Needs ``pooling="global"``.
         validation_fraction: share of the training split held out, per class, for validation.
         train_subset, test_subset: use only this many images (the ci profile).
     Optimization:
@@ -83,6 +88,7 @@ class Recipe:
     torch_kernels: bool = True
     # data
     augment: bool = True
+    crop: int = 0
     validation_fraction: float = 0.1
     train_subset: int | None = None
     test_subset: int | None = None
@@ -123,7 +129,21 @@ class Recipe:
             raise ValueError("width and learning_rate must be positive, weight_decay and warmup_epochs >= 0.")
         if not 0 <= self.label_smoothing < 1:
             raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing!r}.")
+        self._check_crop()
         object.__setattr__(self, "identity_blocks", tuple(self.identity_blocks))
+
+    def _check_crop(self) -> None:
+        if isinstance(self.crop, bool) or not isinstance(self.crop, int) or self.crop < 0:
+            raise ValueError(f"crop must be a window size in pixels (an int >= 0; 0: whole images), got {self.crop!r}.")
+        if not self.crop:
+            return
+        size = min(DATASET_SHAPES[self.dataset][0][:2])
+        if self.crop > size:
+            raise ValueError(f"crop={self.crop} is larger than {self.dataset}'s {size}x{size} images; "
+                             f"use a crop of at most {size}, or 0 for whole images.")
+        if self.pooling != "global":
+            raise ValueError(f"crop={self.crop} trains on {self.crop}x{self.crop} windows and tests on whole "
+                             "images, which needs pooling='global' (the avg_pool head fixes the input size).")
 
     def model_options(self) -> dict:
         """Keyword arguments of ``ResNet50`` for this recipe (filters already scaled)."""
