@@ -27,15 +27,20 @@ def load_model(model_path):
     return keras.saving.load_model(path, compile=False)
 
 
-def _class_names_beside(model_path, classes: int) -> list[str]:
-    """Class names from the metrics.json written next to the model, else "0", "1", ..."""
-    metrics = Path(model_path).with_name(METRICS_FILE)
+def _metrics_beside(model_path) -> dict:
+    """The metrics.json that ``train`` wrote next to the model, or {} when there is none."""
     try:
-        names = json.loads(metrics.read_text()).get("class_names")
-        if names and len(names) == classes:
-            return [str(n) for n in names]
+        metrics = json.loads(Path(model_path).with_name(METRICS_FILE).read_text())
     except (OSError, ValueError):
-        pass
+        return {}
+    return metrics if isinstance(metrics, dict) else {}
+
+
+def _class_names_beside(metrics: dict, classes: int) -> list[str]:
+    """Class names from the model's metrics.json (``_metrics_beside``), else "0", "1", ..."""
+    names = metrics.get("class_names")
+    if names and len(names) == classes:
+        return [str(n) for n in names]
     return [str(i) for i in range(classes)]
 
 
@@ -81,17 +86,17 @@ def evaluate(model_path, dataset: str, data_dir=None, *, batch_size: int = 64, t
     )
 
 
-def _image_size(model, model_path) -> tuple[int, int] | None:
+def _image_size(model, metrics: dict) -> tuple[int, int] | None:
     """The (height, width) to resize images to: the model's input size; for a model of any
-    size (trained on crops), the size it was tested at, from the metrics.json beside it; else
-    None (the images' own size)."""
+    size (trained on crops), the size it was tested at, from its metrics.json
+    (``_metrics_beside``); else None (the images' own size)."""
     height, width = model.input_shape[1:3]
     if height is not None and width is not None:
         return height, width
     try:
-        shape = json.loads(Path(model_path).with_name(METRICS_FILE).read_text()).get("input_shape")
+        shape = metrics["input_shape"]
         return int(shape[0]), int(shape[1])
-    except (OSError, ValueError, TypeError, IndexError, AttributeError):
+    except (KeyError, ValueError, TypeError, IndexError):
         return None
 
 
@@ -147,11 +152,12 @@ def predict(model_path, image_paths, top: int = 3, class_names: Sequence[str] | 
         if not Path(p).is_file():
             raise FileNotFoundError(f"No image file at {p}.")
     model = load_model(model_path)
+    metrics = _metrics_beside(model_path)
     channels = model.input_shape[-1]
-    x = load_images(image_paths, _image_size(model, model_path), channels)
+    x = load_images(image_paths, _image_size(model, metrics), channels)
     probabilities = np.asarray(model.predict(x.astype("float32"), verbose=0))
     classes = probabilities.shape[-1]
-    names = list(class_names) if class_names is not None else _class_names_beside(model_path, classes)
+    names = list(class_names) if class_names is not None else _class_names_beside(metrics, classes)
     top = max(1, min(int(top), classes))
     results = []
     for row in probabilities:
