@@ -14,11 +14,11 @@ TORCH_SPEC ?= torch==2.13.0
 TORCH_INDEX ?=
 # The tests that run again on JAX and on PyTorch (the whole suite runs on TensorFlow): the model,
 # the grader's accepted styles and mistakes, the exercises' checks, training (one CI-profile
-# epoch, save, load, evaluate, predict), the input pipelines, backends, multi-device training,
+# epoch, save, load, evaluate, predict; a time budget's measured plan), the input pipelines, backends, multi-device training,
 # the fused batch norm (PyTorch's kernel; Keras' own layer on JAX) and PyTorch's channels-last
 # convolution and pooling (resnet_course.torch_kernels).
 BACKEND_TESTS := tests/test_model.py tests/test_grading.py tests/test_exercises.py \
-	tests/test_training.py tests/test_backends.py tests/test_devices.py tests/test_fused_batchnorm.py \
+	tests/test_training.py tests/test_budget.py tests/test_backends.py tests/test_devices.py tests/test_fused_batchnorm.py \
 	tests/test_torch_kernels.py \
 	tests/test_datasets.py::test_make_datasets_batches_scales_and_splits \
 	tests/test_datasets.py::test_augmentation_is_reproducible_and_changes_every_epoch \

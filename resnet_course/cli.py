@@ -107,6 +107,7 @@ def _run_train(args: argparse.Namespace) -> int:
     metrics = training.train(
         args.dataset, args.profile, args.out, epochs=args.epochs, batch_size=args.batch_size,
         data_dir=args.data_dir, seed=args.seed, backend=args.backend, devices=args.devices,
+        time_budget=args.time_budget,
     )
     keys = ("test_accuracy", "test_accuracy_flip_tta", "train_seconds", "epochs", "best_epoch", "precision")
     summary = {key: metrics[key] for key in keys if metrics.get(key) is not None}
@@ -149,7 +150,12 @@ def _add_training_parsers(subcommands: argparse._SubParsersAction) -> None:
     train.add_argument("--profile", default="quick", choices=profiles,
                        help="quick: a laptop CPU, minutes; full: a GPU; ci: a tiny smoke run (default: quick)")
     train.add_argument("--out", required=True, metavar="DIR", help="folder for the results")
-    train.add_argument("--epochs", type=int, default=None, help="override the recipe's epochs")
+    train.add_argument("--epochs", type=int, default=None,
+                       help="train exactly this many epochs (the recipe's time budget is then off)")
+    train.add_argument("--time-budget", type=float, default=None, metavar="MINUTES",
+                       help="train the most epochs (up to the recipe's, or --epochs) that fit in this many "
+                       "minutes here, timed from a few steps first; 0: no budget (default: the recipe's: "
+                       "5 for signs quick, 30 for cifar10 and fer2013 quick, none otherwise)")
     train.add_argument("--batch-size", type=int, default=None, help="override the recipe's batch size")
     train.add_argument("--seed", type=int, default=0, help="the same seed gives the same result on a CPU")
     train.add_argument("--backend", default="auto", choices=("auto", *BACKENDS),

@@ -183,7 +183,8 @@ import json, os, sys
 from resnet_course.training.devices import configure_virtual_cpus
 configure_virtual_cpus(2, os.environ["KERAS_BACKEND"])
 from resnet_course.cli import main
-code = main(["train", "--dataset", "signs", "--profile", "ci", "--out", sys.argv[1], "--devices", "2"])
+code = main(["train", "--dataset", "signs", "--profile", "ci", "--out", sys.argv[1], "--devices", "2",
+             "--epochs", "2", "--time-budget", "60"])
 import keras
 model = keras.saving.load_model(os.path.join(sys.argv[1], "model.keras"))
 print(json.dumps({"code": code, "synchronized": [layer.synchronized for layer in model.get_layer("ResNet50").layers
@@ -195,7 +196,8 @@ print(json.dumps({"code": code, "synchronized": [layer.synchronized for layer in
 @pytest.mark.parametrize("backend, strategy", [("jax", JAX_STRATEGY), ("tensorflow", TF_STRATEGY)])
 def test_train_command_on_two_devices(backend, strategy, tmp_path):
     """`resnet-course train --devices 2` on two virtual CPU devices: the run says so in its output
-    and metrics.json, and the saved model loads with plain (unsynchronized) batch norms."""
+    and metrics.json, and the saved model loads with plain (unsynchronized) batch norms. A time
+    budget's speed measurement runs on the two devices too."""
     _in_this_backends_pass(backend)
     from test_training import _write_signs  # the small learnable SIGNS stand-in of the training tests
 
@@ -211,6 +213,8 @@ def test_train_command_on_two_devices(backend, strategy, tmp_path):
     assert metrics["devices"]["count"] == 2 and metrics["devices"]["strategy"] == strategy
     assert metrics["backend"]["backend"] == backend and 0 <= metrics["test_accuracy"] <= 1
     assert metrics["n_test"] == 24  # the test predictions count every image (outside the devices' scope)
+    assert metrics["epochs"] == 2 and metrics["time_budget"]["epochs"] == 2
+    assert "Time budget 60 min: training runs at" in done.stdout
 
 
 # --- the worker (runs in the subprocess) --------------------------------------------

@@ -13,6 +13,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from resnet_course.training.budget import measure_training_speed, plan_epochs, training_batches
 from resnet_course.training.machine import apply_precision, machine_info, seed_everything
 from resnet_course.training.recipes import (
     CHECKPOINT_FILE, CONFUSION_FILE, CURVES_FILE, DATASET_SHAPES, DATASETS, HISTORY_FILE, METRICS_FILE,
@@ -227,6 +228,22 @@ def mean_cross_entropy(probabilities, labels) -> float:
     return float(-np.log(np.clip(picked, 1e-7, 1.0)).mean())
 
 
+def _compile(model, r: Recipe, steps_per_epoch: int, backend: str) -> None:
+    """Compile ``model`` for the recipe with a fresh optimizer (its schedule set for ``r.epochs``)."""
+    from resnet_course.torch_kernels import match_optimizer_to_kernels
+
+    model.compile(
+        optimizer=make_optimizer(r, steps_per_epoch),
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=r.label_smoothing),
+        metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
+        # JAX runs every step XLA-compiled (2.5x faster than without); TensorFlow's XLA was
+        # several times slower on CPUs, and Keras' torch.compile path kept recompiling and ran
+        # several times slower (docs/backends.md).
+        jit_compile=backend == "jax",
+    )
+    match_optimizer_to_kernels(model)  # nothing unless the model has the torch kernels
+
+
 def train(dataset: str, profile: str = "quick", out_dir="runs/latest", *, epochs: int | None = None,
           batch_size: int | None = None, data_dir=None, seed: int = 0, verbose=1, backend: str | None = None,
           devices="1", **overrides) -> dict:
@@ -237,7 +254,8 @@ def train(dataset: str, profile: str = "quick", out_dir="runs/latest", *, epochs
         profile: "quick", "full" or "ci" (``RESNET_COURSE_PROFILE=ci`` forces "ci").
         out_dir: folder for model.keras, best.keras, metrics.json, history.csv,
             learning_curves.png and confusion_matrix.png (created if needed).
-        epochs, batch_size: override the recipe's.
+        epochs, batch_size: override the recipe's. Epochs given here are trained as they are:
+            the recipe's time budget is off unless ``time_budget`` is given too.
         data_dir: the data folder (default: ``RESNET_COURSE_DATA``, else ``datasets/``).
         seed: seeds everything; the same seed gives the same result on a CPU.
         verbose: Keras' verbosity (1: progress bars, 2: a line per epoch, 0: silent).
@@ -247,13 +265,15 @@ def train(dataset: str, profile: str = "quick", out_dir="runs/latest", *, epochs
         devices: "1" (default), a number or "all": data-parallel training on that many devices
             (GPUs, else CPU devices) on JAX or TensorFlow (``training.devices``); the batch size
             is the global batch. The test predictions run on one device, every image counted.
-        **overrides: any other ``Recipe`` field (e.g. ``width=0.5``, ``augment=False``).
+        **overrides: any other ``Recipe`` field (e.g. ``width=0.5``, ``augment=False``,
+            ``time_budget=10``: train the epochs that fit in 10 minutes, see ``training.budget``).
 
     Returns:
         The metrics written to metrics.json: ``test_accuracy``, ``test_loss``,
         ``train_seconds`` (``model.fit`` only: no data loading or model
         building), ``epochs``, ``best_epoch``, ``best_val_accuracy``,
-        ``per_class_accuracy``, ``class_names``, ``recipe`` and more;
+        ``per_class_accuracy``, ``class_names``, ``recipe`` (with the epochs trained) and more;
+        ``time_budget`` (with a budget: the measured speed and the epochs it allows, else None);
         ``test_accuracy_flip_tta`` (CIFAR-10, FER-2013: the image's and its mirror's
         probabilities averaged; None for SIGNS) is reported beside ``test_accuracy``.
     """
@@ -262,6 +282,8 @@ def train(dataset: str, profile: str = "quick", out_dir="runs/latest", *, epochs
     from resnet_course.training.devices import plan_devices
 
     choice = resolve_for_running_keras(backend)
+    if epochs is not None and overrides.get("time_budget") is None:
+        overrides["time_budget"] = 0.0  # epochs asked for are trained, unless a budget is asked for too
     r = recipe(dataset, profile, epochs=epochs, batch_size=batch_size, seed=seed, **overrides)
     # Before any Keras object exists: on TensorFlow the strategy must come first.
     plan = plan_devices(devices, choice.backend)
@@ -295,23 +317,23 @@ def train(dataset: str, profile: str = "quick", out_dir="runs/latest", *, epochs
     try:
         seed_everything(r.seed)
         precision = apply_precision(r.precision, choice.backend)
+        budget = None
         with plan.scope():
             model = plan.prepare_model(build_model(r, input_shape, classes))
-            model.compile(
-                optimizer=make_optimizer(r, steps_per_epoch),
-                loss=keras.losses.CategoricalCrossentropy(label_smoothing=r.label_smoothing),
-                metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
-                # JAX runs every step XLA-compiled (2.5x faster than without); TensorFlow's XLA was
-                # several times slower on CPUs, and torch.compile's start-up outweighs short runs.
-                jit_compile=choice.backend == "jax",
-            )
-            from resnet_course.torch_kernels import match_optimizer_to_kernels
-
-            match_optimizer_to_kernels(model)  # nothing unless the model has the torch kernels
+            if r.time_budget:
+                # Time a few steps of this model here, then build the schedule for the epochs that fit.
+                _compile(model, r, steps_per_epoch, choice.backend)
+                speed = measure_training_speed(model, training_batches(data.train))
+                budget = plan_epochs(r.time_budget, r.epochs, n_train=n_train, n_validation=n_val,
+                                     images_per_second=speed)
+                r = dataclasses.replace(r, epochs=budget.epochs)
+            _compile(model, r, steps_per_epoch, choice.backend)  # a fresh optimizer
         best = _BestValidation(out / CHECKPOINT_FILE)
         timer = _EpochTimer()
         if verbose:
             print(choice)
+            if budget is not None:
+                print(budget)
             if plan.distributed:
                 print(f"Data-parallel on {plan.count} devices ({', '.join(plan.names)}) with "
                       f"{plan.strategy_name}; batches of {batch} split among them.")
@@ -366,6 +388,7 @@ def train(dataset: str, profile: str = "quick", out_dir="runs/latest", *, epochs
         backend=choice.to_dict(),
         devices=plan.to_dict(),
         input_pipeline=data.engine,
+        time_budget=budget.to_dict() if budget is not None else None,
         load_seconds=load_seconds,
         recipe=r.to_dict(),
         date=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),

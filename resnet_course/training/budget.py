@@ -1,0 +1,105 @@
+"""A time budget for a training run: time a few steps of the model, then train the epochs that fit.
+
+The quick recipes promise minutes, not epochs: a student's laptop without AVX-512 runs the
+CIFAR-10 recipe about 2.7x slower than a CPU with AVX512-BF16 (docs/results.md). With ``Recipe.time_budget`` set,
+``train`` calls ``measure_training_speed`` on the compiled model and the run's own batches, ``plan_epochs`` turns the
+speed into the most epochs (up to the recipe's) whose training and validation fit the budget,
+and the learning-rate schedule is then built for those epochs, so a slower CPU gets a shorter
+but complete one-cycle run instead of one cut off half-way.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from typing import Iterable, Iterator
+
+import numpy as np
+
+# A validation image costs a forward pass: about a third of a training step's forward,
+# backward and update (docs/results.md: inference runs at 2.5-3.5x the training images/s).
+VALIDATION_SPEEDUP = 3.0
+
+
+@dataclasses.dataclass(frozen=True)
+class EpochPlan:
+    """What a time budget allows on this machine, from the measured training speed."""
+
+    minutes: float
+    max_epochs: int
+    epochs: int
+    images_per_second: float
+    seconds_per_epoch: float  # projected: training and validation
+
+    @property
+    def projected_seconds(self) -> float:
+        return self.epochs * self.seconds_per_epoch
+
+    def to_dict(self) -> dict:
+        return dict(dataclasses.asdict(self), projected_seconds=self.projected_seconds)
+
+    def __str__(self) -> str:
+        fits = (f"all {self.max_epochs} epochs fit" if self.epochs == self.max_epochs
+                else f"{self.epochs} of the recipe's {self.max_epochs} epochs fit")
+        note = ("" if self.epochs * self.seconds_per_epoch <= self.minutes * 60 else
+                "; one epoch is over the budget, but a run needs at least one")
+        return (f"Time budget {self.minutes:g} min: training runs at {self.images_per_second:.0f} images/s "
+                f"here, so {fits} (about {self.projected_seconds / 60:.1f} min with validation{note}).")
+
+
+def plan_epochs(minutes: float, max_epochs: int, *, n_train: int, n_validation: int,
+                images_per_second: float) -> EpochPlan:
+    """The most epochs, from 1 to ``max_epochs``, whose training on ``n_train`` images and
+    validation on ``n_validation`` fit in ``minutes`` at ``images_per_second`` (training)."""
+    if not images_per_second > 0 or not math.isfinite(images_per_second):
+        raise ValueError(f"images_per_second must be a positive number, got {images_per_second!r}.")
+    if not minutes > 0:
+        raise ValueError(f"a time budget must be positive minutes, got {minutes!r}.")
+    seconds_per_epoch = (n_train + n_validation / VALIDATION_SPEEDUP) / images_per_second
+    fitting = int(minutes * 60 // seconds_per_epoch) if seconds_per_epoch > 0 else max_epochs
+    epochs = max(1, min(max_epochs, fitting))
+    return EpochPlan(minutes=float(minutes), max_epochs=int(max_epochs), epochs=epochs,
+                     images_per_second=float(images_per_second), seconds_per_epoch=float(seconds_per_epoch))
+
+
+def training_batches(pipeline) -> Iterator:
+    """The batches of a training pipeline, over and over: a ``PyDataset`` (the NumPy engine) by
+    index, which leaves its epoch and order as they were; anything else (a ``tf.data.Dataset``)
+    by iterating it."""
+    indexed = hasattr(pipeline, "__getitem__") and hasattr(pipeline, "__len__")
+    while True:
+        if indexed:
+            for index in range(len(pipeline)):
+                yield pipeline[index]
+        else:
+            yield from pipeline
+
+
+def measure_training_speed(model, batches: Iterable, *, steps: int = 15, warmup: int = 10) -> float:
+    """Training images per second of a compiled ``model`` on ``batches`` of ``(images, labels)``
+    (``training_batches`` of the run's own pipeline, so that the augmentation's cost counts), from
+    the median time of ``steps`` steps after ``warmup`` untimed ones.
+
+    The warm-up covers tracing, compilation and the first steps' allocations: on a 2-core CPU
+    without AVX-512 the CIFAR-10 quick model's first ten steps ran at 100-160 images/s and later
+    ones at 150-210. The median ignores a step slowed by another job on a shared host. The
+    model's weights (batch-norm statistics included) are put back afterwards; its optimizer has
+    taken steps, so compile a fresh one before training.
+    """
+    if steps < 1 or warmup < 0:
+        raise ValueError(f"steps must be >= 1 and warmup >= 0, got {steps} and {warmup}.")
+    batches = iter(batches)
+    weights = model.get_weights()
+    seconds, images = [], []
+    try:
+        for step in range(warmup + steps):
+            start = time.perf_counter()
+            x, y = (np.asarray(part) for part in next(batches)[:2])  # the pipeline's work counts
+            model.train_on_batch(x, y)
+            if step >= warmup:
+                seconds.append(time.perf_counter() - start)
+                images.append(len(x))
+    finally:
+        model.set_weights(weights)
+    return float(np.median(images)) / max(float(np.median(seconds)), 1e-9)
