@@ -16,19 +16,9 @@ import pytest
 from resnet_course import training
 from resnet_course.training import recipe
 from resnet_course.training.budget import measure_training_speed, plan_epochs, training_batches
-from tests.test_training import TINY, _write_signs
-
-
-@pytest.fixture(autouse=True)
-def _no_ci_env(monkeypatch):
-    monkeypatch.delenv(training.PROFILE_ENV, raising=False)
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    _write_signs(root / "signs")
-    return root
+# The training tests' tiny network, their synthetic SIGNS folder (data_dir) and their autouse
+# fixture that clears RESNET_COURSE_PROFILE: pytest uses fixtures imported into a test module.
+from tests.test_training import TINY, _no_ci_env, data_dir  # noqa: F401
 
 
 # --- planning ------------------------------------------------------------------------------
