@@ -64,12 +64,7 @@ def throughput(dataset: str, profile: str, steps: int, batch_size=None, warmup: 
         precision = training.apply_precision(r.precision)
         model = training.build_model(r, shape, classes)
         steps_per_epoch = math.ceil(TRAIN_SIZES[dataset] / r.batch_size)
-        model.compile(optimizer=training.make_optimizer(r, steps_per_epoch),
-                      loss=keras.losses.CategoricalCrossentropy(label_smoothing=r.label_smoothing),
-                      jit_compile=keras.backend.backend() == "jax")  # as train() compiles
-        from resnet_course.torch_kernels import match_optimizer_to_kernels
-
-        match_optimizer_to_kernels(model)  # as train() does; nothing unless the model has the torch kernels
+        training.compile_model(model, r, steps_per_epoch)  # the step train() runs
         rng = np.random.default_rng(0)
         x = rng.integers(0, 256, size=(r.batch_size, *shape)).astype("float32")
         y = keras.utils.to_categorical(rng.integers(0, classes, size=r.batch_size), classes)

@@ -15,7 +15,7 @@ import pytest
 
 from resnet_course import training
 from resnet_course.training import recipe
-from resnet_course.training.budget import measure_training_speed, plan_epochs, training_batches
+from resnet_course.training.budget import SPEED_MARGIN, measure_training_speed, plan_epochs, training_batches
 # The training tests' tiny network, their synthetic SIGNS folder (data_dir) and their autouse
 # fixture that clears RESNET_COURSE_PROFILE: pytest uses fixtures imported into a test module.
 from tests.test_training import TINY, _no_ci_env, data_dir  # noqa: F401
@@ -24,10 +24,12 @@ from tests.test_training import TINY, _no_ci_env, data_dir  # noqa: F401
 # --- planning ------------------------------------------------------------------------------
 
 def test_plan_counts_training_and_validation():
-    # 45,000 training images at 150 images/s: 300 s; 5,000 validation images at 3x: 11.1 s.
+    # Steps at 150 images/s, epochs at 132 (SPEED_MARGIN): 45,000 training images take 341 s,
+    # 5,000 validation images at 3x the speed 12.6 s.
     plan = plan_epochs(30, 14, n_train=45_000, n_validation=5_000, images_per_second=150)
-    assert plan.seconds_per_epoch == pytest.approx(300 + 5000 / 450)
-    assert plan.epochs == 5  # 5 x 311 s = 26 min; 6 would be 31 min
+    assert SPEED_MARGIN == pytest.approx(0.88)
+    assert plan.seconds_per_epoch == pytest.approx((45_000 + 5_000 / 3) / (150 * 0.88))
+    assert plan.epochs == 5  # 5 x 354 s = 29.5 min; 6 would be 35 min
     assert plan.projected_seconds <= 30 * 60 < (plan.epochs + 1) * plan.seconds_per_epoch
     assert "5 of the recipe's 14 epochs fit" in str(plan) and "150 images/s" in str(plan)
 
@@ -67,10 +69,23 @@ def test_invalid_time_budget(value):
 
 # --- measuring and training ----------------------------------------------------------------
 
+def test_compile_model_compiles_as_train_does():
+    r = recipe("signs", "ci", precision="float32", label_smoothing=0.2, **TINY)
+    model = training.build_model(r)
+    training.compile_model(model, r, steps_per_epoch=4)
+    assert model.loss.get_config()["label_smoothing"] == pytest.approx(0.2)
+    assert model.jit_compile == (keras.backend.backend() == "jax")
+    assert type(model.optimizer).__name__.lower() == r.optimizer
+    # A fresh optimizer each time: train() compiles again after measuring.
+    first = model.optimizer
+    training.compile_model(model, r, steps_per_epoch=4)
+    assert model.optimizer is not first
+
+
 def test_measuring_the_speed_puts_the_weights_back():
     r = recipe("signs", "ci", precision="float32", **TINY)
     model = training.build_model(r)
-    training.loop._compile(model, r, steps_per_epoch=4, backend=keras.backend.backend())
+    training.compile_model(model, r, steps_per_epoch=4)
     before = [np.array(w) for w in model.get_weights()]
     rng = np.random.default_rng(0)
     batches = [(rng.integers(0, 256, (n, 64, 64, 3)).astype("float32"), np.eye(6, dtype="float32")[np.arange(n) % 6])

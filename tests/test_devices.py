@@ -214,7 +214,7 @@ def test_train_command_on_two_devices(backend, strategy, tmp_path):
     assert metrics["backend"]["backend"] == backend and 0 <= metrics["test_accuracy"] <= 1
     assert metrics["n_test"] == 24  # the test predictions count every image (outside the devices' scope)
     assert metrics["epochs"] == 2 and metrics["time_budget"]["epochs"] == 2
-    assert "Time budget 60 min: training runs at" in done.stdout
+    assert "Time budget 60 min: training steps run at" in done.stdout
 
 
 # --- the worker (runs in the subprocess) --------------------------------------------

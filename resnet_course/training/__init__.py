@@ -50,7 +50,7 @@ from resnet_course.training.schedules import (  # noqa: F401
     WarmupCosine, learning_rate_schedule, make_optimizer,
 )
 from resnet_course.training.loop import (  # noqa: F401
-    build_model, load_dataset, make_eval_dataset, mean_cross_entropy, mirror_symmetric,
+    build_model, compile_model, load_dataset, make_eval_dataset, mean_cross_entropy, mirror_symmetric,
     per_class_accuracy, predict_probabilities, save_model, subset, train, training_augmentation,
 )
 from resnet_course.training.inference import (  # noqa: F401

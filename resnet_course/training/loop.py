@@ -228,10 +228,16 @@ def mean_cross_entropy(probabilities, labels) -> float:
     return float(-np.log(np.clip(picked, 1e-7, 1.0)).mean())
 
 
-def _compile(model, r: Recipe, steps_per_epoch: int, backend: str) -> None:
-    """Compile ``model`` for the recipe with a fresh optimizer (its schedule set for ``r.epochs``)."""
+def compile_model(model, r: Recipe, steps_per_epoch: int, backend: str | None = None) -> None:
+    """Compile ``model`` as ``train`` does: a fresh optimizer whose schedule is set for
+    ``r.epochs`` of ``steps_per_epoch`` steps, the recipe's loss and an accuracy metric.
+
+    ``backend`` defaults to the one Keras runs on. Benchmarks call this so that they time
+    the step that training runs.
+    """
     from resnet_course.torch_kernels import match_optimizer_to_kernels
 
+    backend = backend or keras.backend.backend()
     model.compile(
         optimizer=make_optimizer(r, steps_per_epoch),
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=r.label_smoothing),
@@ -322,12 +328,12 @@ def train(dataset: str, profile: str = "quick", out_dir="runs/latest", *, epochs
             model = plan.prepare_model(build_model(r, input_shape, classes))
             if r.time_budget:
                 # Time a few steps of this model here, then build the schedule for the epochs that fit.
-                _compile(model, r, steps_per_epoch, choice.backend)
+                compile_model(model, r, steps_per_epoch, choice.backend)
                 speed = measure_training_speed(model, training_batches(data.train))
                 budget = plan_epochs(r.time_budget, r.epochs, n_train=n_train, n_validation=n_val,
                                      images_per_second=speed)
                 r = dataclasses.replace(r, epochs=budget.epochs)
-            _compile(model, r, steps_per_epoch, choice.backend)  # a fresh optimizer
+            compile_model(model, r, steps_per_epoch, choice.backend)  # a fresh optimizer
         best = _BestValidation(out / CHECKPOINT_FILE)
         timer = _EpochTimer()
         if verbose:

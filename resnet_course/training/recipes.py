@@ -211,7 +211,7 @@ _RECIPES = {
     # epochs of a cheaper network beat a few epochs at full resolution.
     ("fer2013", "quick"): dict(
         width=0.5, identity_blocks=(1, 1, 1, 1), stem_pool=True, pooling="global",
-        optimizer="sgd", learning_rate=0.1, weight_decay=5e-4, momentum=0.9,
+        optimizer="adamw", learning_rate=0.002, weight_decay=0.05,
         schedule="onecycle", warmup_epochs=1, label_smoothing=0.1, batch_size=128, epochs=27,
         time_budget=30,
     ),
