@@ -208,7 +208,8 @@ _RECIPES = {
     ),
     # FER-2013: 28.7k 48x48 greyscale faces, 7 emotions; PrivateTest is the test split.
     # The quick profile keeps the stem's max-pool (stage 2 sees 11x11): on a CPU, more
-    # epochs of a cheaper network beat a few epochs at full resolution.
+    # epochs of a cheaper network beat a few epochs at full resolution. AdamW, not SGD: SGD at a
+    # peak of 0.1 stalled at 36% on PyTorch in float32 (docs/results.md).
     ("fer2013", "quick"): dict(
         width=0.5, identity_blocks=(1, 1, 1, 1), stem_pool=True, pooling="global",
         optimizer="adamw", learning_rate=0.002, weight_decay=0.05,
