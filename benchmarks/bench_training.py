@@ -132,6 +132,14 @@ def main(argv=None) -> dict:
                         help="the Keras backend (default: KERAS_BACKEND, else Keras' default)")
     args = parser.parse_args(argv)
     overrides = _parse_overrides(args.set)
+    for key in ("epochs", "batch_size", "seed"):
+        if key in overrides:
+            # train() takes these as its own arguments; --epochs N turns the time budget off
+            # unless --set time_budget=M asks for one too.
+            parser.error(f"--set {key}=... is an option of its own: use --{key.replace('_', '-')} "
+                         f"{overrides[key]!r}" + (" (and --set time_budget=MINUTES to keep a time budget, "
+                                                   "which then trains at most that many epochs)"
+                                                   if key == "epochs" else "") + ".")
     command = "python benchmarks/bench_training.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
 
     if args.backend:

@@ -311,3 +311,15 @@ def test_backends_section_end_to_end_on_tiny_models(tmp_path):
     assert data["fastest_backends"][kind]["backend"] in {"tensorflow", "torch"}
     assert set(data["fastest_backends"][kind]["step_seconds"]) == {"tensorflow", "torch"}
     assert "## Fastest backend per device kind" in (tmp_path / "backends.md").read_text()
+
+
+@pytest.mark.parametrize("key, option", [("epochs", "--epochs"), ("batch_size", "--batch-size"), ("seed", "--seed")])
+def test_bench_training_sends_its_own_options_back_to_them(key, option, capsys):
+    import bench_training
+
+    with pytest.raises(SystemExit) as exited:
+        bench_training.main(["--dataset", "cifar10", "--set", f"{key}=30", "--no-record"])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert f"--set {key}=... is an option of its own: use {option} 30" in err
+    assert ("time_budget" in err) == (key == "epochs")

@@ -86,6 +86,10 @@ def test_small_images_keep_their_resolution():
     assert {recipe(d, p).stem for d in ("signs", "fer2013") for p in ("quick", "full")} == {"imagenet"}
     resnet = training.build_model(recipe("cifar10", "full")).get_layer("ResNet50")
     assert resnet.get_layer("res2a_relu").output.shape[1:3] == (32, 32)
+    # The CIFAR-10 quick recipe trains on 24x24 windows of them (tested on whole images); the
+    # others train on whole images.
+    assert recipe("cifar10", "quick").crop == 24 and recipe("cifar10", "quick").pooling == "global"
+    assert {recipe(d, p).crop for d in ("signs", "fer2013") for p in ("quick", "full")} == {0}
 
 
 def test_overrides_and_none_overrides():
