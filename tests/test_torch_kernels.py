@@ -225,7 +225,9 @@ def test_training_steps_with_the_kernels_match_keras_layers(optimizer):
     kernels and outputs."""
     from resnet_course.torch_kernels import match_optimizer_to_kernels
 
-    r = recipe("cifar10", "quick", optimizer=optimizer, **TINY)
+    # Whole images and a fixed peak, whatever the recipe's tuning: Adam's steps magnify rounding
+    # differences (below), and this tolerance was set for these.
+    r = recipe("cifar10", "quick", optimizer=optimizer, crop=0, learning_rate=0.2, **TINY)
     x = _images((8, 32, 32, 3)) * 40 + 120
     y = keras.utils.to_categorical(np.arange(8) % 10, 10)
     results = []
