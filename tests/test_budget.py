@@ -15,7 +15,9 @@ import pytest
 
 from resnet_course import training
 from resnet_course.training import recipe
-from resnet_course.training.budget import SPEED_MARGIN, measure_training_speed, plan_epochs, training_batches
+from resnet_course.training.budget import (
+    SPEED_MARGIN, epochs_that_still_fit, measure_training_speed, plan_epochs, training_batches,
+)
 # The training tests' tiny network, their synthetic SIGNS folder (data_dir) and their autouse
 # fixture that clears RESNET_COURSE_PROFILE: pytest uses fixtures imported into a test module.
 from tests.test_training import TINY, _no_ci_env, data_dir  # noqa: F401
@@ -160,3 +162,95 @@ def test_cli_rejects_a_negative_budget_and_writes_nothing(tmp_path, capsys):
     assert code != 0
     assert "time_budget must be minutes of training (a number >= 0" in capsys.readouterr().err
     assert not out.exists()
+
+
+# --- keeping to the budget while training -------------------------------------------------
+
+def test_epochs_that_still_fit():
+    # 30 min budget, 10 min gone after 5 of 20 planned epochs.
+    assert epochs_that_still_fit(1800, 600, 5, 20, seconds_per_epoch=60) == 20  # 15 x 60 s = 15 min: fits
+    assert epochs_that_still_fit(1800, 600, 5, 20, seconds_per_epoch=100) == 17  # 12 x 100 s fit in 20 min
+    assert epochs_that_still_fit(1800, 1790, 5, 20, seconds_per_epoch=100) == 5  # none: stop where it is
+    assert epochs_that_still_fit(1800, 2000, 5, 20, seconds_per_epoch=100) == 5  # already over
+    with pytest.raises(ValueError, match="seconds_per_epoch must be a positive number"):
+        epochs_that_still_fit(1800, 600, 5, 20, seconds_per_epoch=0)
+
+
+class _Clock:
+    """A clock that moves on by ``tick`` seconds whenever it is read."""
+
+    def __init__(self, tick):
+        self.now, self.tick = 0.0, tick
+
+    def __call__(self):
+        self.now += self.tick
+        return self.now
+
+
+@pytest.mark.slow  # trains a model
+def test_epochs_slower_than_planned_end_the_run_on_time_with_its_schedule_rebuilt(
+        data_dir, tmp_path, capsys, monkeypatch):
+    from resnet_course.training import budget, loop
+
+    # The steps time as very fast (all 8 epochs fit in 5 minutes), but each epoch takes
+    # 60 s by the keeper's clock: after two epochs (2 min), 3 more fit.
+    monkeypatch.setattr(loop, "measure_training_speed", lambda *args, **kwargs: 1e9)
+    monkeypatch.setattr(budget.KeepToBudget, "clock", staticmethod(_Clock(60.0)))
+    metrics = training.train("signs", "ci", tmp_path, data_dir=data_dir, verbose=2, epochs=8, time_budget=5,
+                             precision="float32", **TINY)
+    out = capsys.readouterr().out
+    assert "all 8 epochs fit" in out
+    assert "Epochs take 60 s here" in out and "the run ends after epoch 5 instead of 8" in out
+    assert metrics["epochs"] == 5 and metrics["recipe"]["epochs"] == 5
+    assert metrics["time_budget"]["epochs"] == 8  # the plan, kept as it was made
+    assert metrics["time_budget"]["shortened"] == [
+        dict(after_epoch=2, seconds_per_epoch=60.0, elapsed_seconds=120.0, epochs=5, planned_epochs=8)]
+    # The schedule was rebuilt for 5 epochs: the last one ends near lr / 1e4, where the
+    # 8-epoch schedule would still be above half the peak.
+    history = (tmp_path / "history.csv").read_text().splitlines()
+    rates = [float(row.split(",")[history[0].split(",").index("learning_rate")]) for row in history[1:]]
+    assert len(rates) == 5 and rates[-1] < metrics["recipe"]["learning_rate"] / 100
+    assert json.loads((tmp_path / "metrics.json").read_text())["time_budget"]["shortened"][0]["epochs"] == 5
+
+
+@pytest.mark.slow  # trains a model
+def test_a_run_with_no_time_left_stops_after_the_epoch_it_is_in(data_dir, tmp_path, capsys, monkeypatch):
+    from resnet_course.training import budget, loop
+
+    monkeypatch.setattr(loop, "measure_training_speed", lambda *args, **kwargs: 1e9)
+    monkeypatch.setattr(budget.KeepToBudget, "clock", staticmethod(_Clock(100.0)))  # 2 epochs: 200 s of 3 min
+    metrics = training.train("signs", "ci", tmp_path, data_dir=data_dir, verbose=2, epochs=4, time_budget=3,
+                             precision="float32", **TINY)
+    assert "the run stops now, after epoch 2 of 4" in capsys.readouterr().out
+    assert metrics["epochs"] == 2 and metrics["time_budget"]["shortened"][0]["epochs"] == 2
+
+
+def test_the_steps_after_a_shortening_take_the_rebuilt_schedules_rates(monkeypatch):
+    """The compiled step (traced on TensorFlow and JAX) must use the new schedule, not only the
+    optimizer's reported rate: plain SGD on a loss whose gradient is 1 lowers the weight by
+    exactly the rate of each step."""
+    from resnet_course.training import budget
+    from resnet_course.training.schedules import WarmupCosine
+
+    steps_per_epoch, peak = 2, 0.1
+
+    def schedule(epochs):
+        return WarmupCosine(peak, epochs * steps_per_epoch, steps_per_epoch, initial_lr=peak / 25, final_lr=peak / 1e4)
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1, use_bias=False, kernel_initializer="zeros")])
+    model.compile(optimizer=keras.optimizers.SGD(schedule(8)), loss=lambda y_true, y_pred: keras.ops.mean(y_pred))
+    plan = budget.EpochPlan(minutes=5, max_epochs=8, epochs=8, images_per_second=1e9, seconds_per_epoch=1.0)
+    keeper = budget.KeepToBudget(plan, schedule)
+    monkeypatch.setattr(budget.KeepToBudget, "clock", staticmethod(_Clock(60.0)))
+    x = np.ones((4, 1), "float32")
+    history = model.fit(x, np.zeros((4, 1), "float32"), batch_size=2, epochs=8, shuffle=False, verbose=0,
+                        callbacks=[keeper])
+    assert len(history.history["loss"]) == 5 and keeper.epochs == 5
+    old, new = schedule(8), schedule(5)
+    rates = [float(keras.ops.convert_to_numpy(old(i))) for i in range(4)]
+    rates += [float(keras.ops.convert_to_numpy(new(i))) for i in range(4, 10)]
+    kernel = float(np.asarray(model.get_weights()[0]).ravel()[0])
+    assert kernel == pytest.approx(-sum(rates), rel=1e-5)
+    stale = sum(float(keras.ops.convert_to_numpy(old(i))) for i in range(10))
+    assert abs(kernel + stale) > 0.05  # what the 8-epoch schedule would have given

@@ -183,8 +183,11 @@ import json, os, sys
 from resnet_course.training.devices import configure_virtual_cpus
 configure_virtual_cpus(2, os.environ["KERAS_BACKEND"])
 from resnet_course.cli import main
+from resnet_course.training.budget import KeepToBudget
+ticks = iter(range(10**6))
+KeepToBudget.clock = staticmethod(lambda: 60.0 * next(ticks))  # each epoch takes a minute: 3 fit in 3 minutes
 code = main(["train", "--dataset", "signs", "--profile", "ci", "--out", sys.argv[1], "--devices", "2",
-             "--epochs", "2", "--time-budget", "60"])
+             "--epochs", "4", "--time-budget", "3"])
 import keras
 model = keras.saving.load_model(os.path.join(sys.argv[1], "model.keras"))
 print(json.dumps({"code": code, "synchronized": [layer.synchronized for layer in model.get_layer("ResNet50").layers
@@ -197,7 +200,8 @@ print(json.dumps({"code": code, "synchronized": [layer.synchronized for layer in
 def test_train_command_on_two_devices(backend, strategy, tmp_path):
     """`resnet-course train --devices 2` on two virtual CPU devices: the run says so in its output
     and metrics.json, and the saved model loads with plain (unsynchronized) batch norms. A time
-    budget's speed measurement runs on the two devices too."""
+    budget's speed measurement runs on the two devices too, and so does the step traced again
+    when epochs slower than planned (by a clock that says each takes a minute) shorten the run."""
     _in_this_backends_pass(backend)
     from test_training import _write_signs  # the small learnable SIGNS stand-in of the training tests
 
@@ -213,8 +217,10 @@ def test_train_command_on_two_devices(backend, strategy, tmp_path):
     assert metrics["devices"]["count"] == 2 and metrics["devices"]["strategy"] == strategy
     assert metrics["backend"]["backend"] == backend and 0 <= metrics["test_accuracy"] <= 1
     assert metrics["n_test"] == 24  # the test predictions count every image (outside the devices' scope)
-    assert metrics["epochs"] == 2 and metrics["time_budget"]["epochs"] == 2
-    assert "Time budget 60 min: training steps run at" in done.stdout
+    assert "Time budget 3 min: training steps run at" in done.stdout and "all 4 epochs fit" in done.stdout
+    assert metrics["epochs"] == 3 and metrics["time_budget"]["epochs"] == 4
+    assert [change["epochs"] for change in metrics["time_budget"]["shortened"]] == [3]
+    assert np.isfinite(metrics["test_loss"])
 
 
 # --- the worker (runs in the subprocess) --------------------------------------------

@@ -5,7 +5,8 @@ CIFAR-10 recipe about 2.7x slower than a CPU with AVX512-BF16 (docs/results.md).
 ``train`` calls ``measure_training_speed`` on the compiled model and the run's own batches, ``plan_epochs`` turns the
 speed into the most epochs (up to the recipe's) whose training and validation fit the budget,
 and the learning-rate schedule is then built for those epochs, so a slower CPU gets a shorter
-but complete one-cycle run instead of one cut off half-way.
+but complete one-cycle run instead of one cut off half-way. While training, ``KeepToBudget``
+ends the run earlier, on a schedule rebuilt for the new end, if its epochs run slower than planned.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
+import keras
 import numpy as np
 
 # A validation image costs a forward pass: about a third of a training step's forward,
@@ -109,3 +111,81 @@ def measure_training_speed(model, batches: Iterable, *, steps: int = 15, warmup:
     finally:
         model.set_weights(weights)
     return float(np.median(images)) / max(float(np.median(seconds)), 1e-9)
+
+
+# --- keeping to the budget while training ----------------------------------------------------
+
+# Epochs whose times estimate the next ones: the latest few after the first (which carries the
+# tracing and the first steps' allocations). A median, so that one slow epoch (another job, or
+# the retrace that follows a shortened schedule) does not cut the run on its own.
+RECENT_EPOCHS = 5
+
+
+def epochs_that_still_fit(budget_seconds: float, elapsed_seconds: float, epochs_done: int,
+                          planned_epochs: int, seconds_per_epoch: float) -> int:
+    """The epoch a run should end at (``epochs_done`` to ``planned_epochs``): the plan when the
+    epochs left fit in the ``budget_seconds`` left at ``seconds_per_epoch``, else as many as do."""
+    if not seconds_per_epoch > 0 or not math.isfinite(seconds_per_epoch):
+        raise ValueError(f"seconds_per_epoch must be a positive number, got {seconds_per_epoch!r}.")
+    left = max(budget_seconds - elapsed_seconds, 0.0)
+    fitting = int(left // seconds_per_epoch)
+    return max(epochs_done, min(planned_epochs, epochs_done + fitting))
+
+
+class KeepToBudget(keras.callbacks.Callback):
+    """Ends a budgeted run on time when its epochs turn out slower than planned.
+
+    The plan times steps before training; the epochs can then run slower (the native TensorFlow
+    bfloat16 CIFAR-10 run on an AVX512-BF16 EPYC went 27% below its timed steps and 2.2 minutes
+    over its 30: docs/results.md). After each epoch from the second on, the median time of the
+    latest ones projects the rest; when the planned epochs no longer fit, the run ends at those
+    that do, with the learning-rate schedule rebuilt for that end (``reschedule(epochs)``), so it
+    still decays to its final rate instead of stopping half-way. A run never gets longer than
+    planned: a schedule stretched late would go back up.
+
+    ``changes`` lists each shortening: after which epoch, the estimate, the new end. Put it
+    last among the callbacks, so that an epoch's time includes the others' work.
+    """
+
+    def __init__(self, plan: EpochPlan, reschedule: Callable[[int], object], *, verbose: int = 0):
+        super().__init__()
+        self.plan = plan
+        self.reschedule = reschedule
+        self.verbose = verbose
+        self.epochs = plan.epochs
+        self.changes: list[dict] = []
+        self.epoch_seconds: list[float] = []
+
+    clock = staticmethod(time.perf_counter)
+
+    def on_train_begin(self, logs=None):
+        self._last = self._start = self.clock()
+
+    def on_epoch_end(self, epoch, logs=None):
+        # From one epoch's end to the next: training, validation and the other callbacks' work
+        # (a checkpoint saved) all count.
+        now = self.clock()
+        self.epoch_seconds.append(now - self._last)
+        self._last = now
+        done = epoch + 1
+        if 2 <= done < self.epochs:
+            self._replan(done, elapsed=now - self._start)
+        if done >= self.epochs:
+            self.model.stop_training = True
+
+    def _replan(self, done: int, elapsed: float) -> None:
+        estimate = float(np.median(self.epoch_seconds[1:][-RECENT_EPOCHS:]))
+        end = epochs_that_still_fit(self.plan.minutes * 60, elapsed, done, self.epochs, estimate)
+        if end >= self.epochs:
+            return
+        self.changes.append(dict(after_epoch=done, seconds_per_epoch=estimate, elapsed_seconds=elapsed,
+                                 epochs=end, planned_epochs=self.epochs))
+        if self.verbose:
+            then = (f"ends after epoch {end} instead of {self.epochs}, its learning rate decaying by then"
+                    if end > done else f"stops now, after epoch {done} of {self.epochs}: no time is left for another")
+            print(f"\nEpochs take {estimate:.0f} s here, not the {self.plan.seconds_per_epoch:.0f} s planned: "
+                  f"to stay within {self.plan.minutes:g} min the run {then}.")
+        self.epochs = end
+        if end > done:
+            self.model.optimizer.learning_rate = self.reschedule(end)
+            self.model.make_train_function(force=True)  # TensorFlow and JAX trace the new schedule

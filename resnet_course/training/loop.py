@@ -13,13 +13,13 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from resnet_course.training.budget import measure_training_speed, plan_epochs, training_batches
+from resnet_course.training.budget import KeepToBudget, measure_training_speed, plan_epochs, training_batches
 from resnet_course.training.machine import apply_precision, machine_info, seed_everything
 from resnet_course.training.recipes import (
     CHECKPOINT_FILE, CONFUSION_FILE, CURVES_FILE, DATASET_SHAPES, DATASETS, HISTORY_FILE, METRICS_FILE,
     MODEL_FILE, Recipe, recipe,
 )
-from resnet_course.training.schedules import make_optimizer
+from resnet_course.training.schedules import learning_rate_schedule, make_optimizer
 
 
 # --- model -------------------------------------------------------------------------
@@ -279,7 +279,8 @@ def train(dataset: str, profile: str = "quick", out_dir="runs/latest", *, epochs
         ``train_seconds`` (``model.fit`` only: no data loading or model
         building), ``epochs``, ``best_epoch``, ``best_val_accuracy``,
         ``per_class_accuracy``, ``class_names``, ``recipe`` (with the epochs trained) and more;
-        ``time_budget`` (with a budget: the measured speed and the epochs it allows, else None);
+        ``time_budget`` (with a budget: the measured speed, the epochs it allows and ``shortened``,
+        the times the run was cut short to keep to it, see ``budget.KeepToBudget``; else None);
         ``test_accuracy_flip_tta`` (CIFAR-10, FER-2013: the image's and its mirror's
         probabilities averaged; None for SIGNS) is reported beside ``test_accuracy``.
     """
@@ -336,6 +337,13 @@ def train(dataset: str, profile: str = "quick", out_dir="runs/latest", *, epochs
             compile_model(model, r, steps_per_epoch, choice.backend)  # a fresh optimizer
         best = _BestValidation(out / CHECKPOINT_FILE)
         timer = _EpochTimer()
+        callbacks = [timer, best]
+        keeper = None
+        if budget is not None:
+            budgeted = r
+            keeper = KeepToBudget(budget, lambda end: learning_rate_schedule(
+                dataclasses.replace(budgeted, epochs=end), steps_per_epoch), verbose=verbose)
+            callbacks.append(keeper)
         if verbose:
             print(choice)
             if budget is not None:
@@ -349,8 +357,10 @@ def train(dataset: str, profile: str = "quick", out_dir="runs/latest", *, epochs
         start = time.perf_counter()
         with plan.scope():
             history = model.fit(data.train, validation_data=data.validation, epochs=r.epochs,
-                                callbacks=[timer, best], shuffle=False, verbose=verbose)  # the pipeline shuffles
+                                callbacks=callbacks, shuffle=False, verbose=verbose)  # the pipeline shuffles
         train_seconds = time.perf_counter() - start
+        if keeper is not None and keeper.changes:
+            r = dataclasses.replace(r, epochs=len(history.history.get("loss", [])))  # the epochs trained
 
         if best.best_weights is not None:
             model.set_weights(best.best_weights)
@@ -394,7 +404,7 @@ def train(dataset: str, profile: str = "quick", out_dir="runs/latest", *, epochs
         backend=choice.to_dict(),
         devices=plan.to_dict(),
         input_pipeline=data.engine,
-        time_budget=budget.to_dict() if budget is not None else None,
+        time_budget=dict(budget.to_dict(), shortened=keeper.changes) if budget is not None else None,
         load_seconds=load_seconds,
         recipe=r.to_dict(),
         date=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
