@@ -203,14 +203,14 @@ def test_epochs_slower_than_planned_end_the_run_on_time_with_its_schedule_rebuil
     assert "Epochs take 60 s here" in out and "the run ends after epoch 5 instead of 8" in out
     assert metrics["epochs"] == 5 and metrics["recipe"]["epochs"] == 5
     assert metrics["time_budget"]["epochs"] == 8  # the plan, kept as it was made
-    assert metrics["time_budget"]["shortened"] == [
-        dict(after_epoch=2, seconds_per_epoch=60.0, elapsed_seconds=120.0, epochs=5, planned_epochs=8)]
+    assert metrics["time_budget"]["replanned"] == [
+        dict(after_epoch=2, seconds_per_epoch=60.0, elapsed_seconds=120.0, epochs=5, previous_epochs=8)]
     # The schedule was rebuilt for 5 epochs: the last one ends near lr / 1e4, where the
     # 8-epoch schedule would still be above half the peak.
     history = (tmp_path / "history.csv").read_text().splitlines()
     rates = [float(row.split(",")[history[0].split(",").index("learning_rate")]) for row in history[1:]]
     assert len(rates) == 5 and rates[-1] < metrics["recipe"]["learning_rate"] / 100
-    assert json.loads((tmp_path / "metrics.json").read_text())["time_budget"]["shortened"][0]["epochs"] == 5
+    assert json.loads((tmp_path / "metrics.json").read_text())["time_budget"]["replanned"][0]["epochs"] == 5
 
 
 @pytest.mark.slow  # trains a model
@@ -222,7 +222,51 @@ def test_a_run_with_no_time_left_stops_after_the_epoch_it_is_in(data_dir, tmp_pa
     metrics = training.train("signs", "ci", tmp_path, data_dir=data_dir, verbose=2, epochs=4, time_budget=3,
                              precision="float32", **TINY)
     assert "the run stops now, after epoch 2 of 4" in capsys.readouterr().out
-    assert metrics["epochs"] == 2 and metrics["time_budget"]["shortened"][0]["epochs"] == 2
+    assert metrics["epochs"] == 2 and metrics["time_budget"]["replanned"][0]["epochs"] == 2
+
+
+@pytest.mark.slow  # trains a model
+def test_epochs_faster_than_planned_early_on_lengthen_the_run_up_to_the_recipes_epochs(
+        data_dir, tmp_path, capsys, monkeypatch):
+    from resnet_course.training import budget, loop
+
+    # Planned: 8 of the recipe's 12 epochs in 5 minutes. By the keeper's clock an epoch takes
+    # 10 s: after two (a quarter of the 8), all 12 fit, and the run goes on to 12.
+    monkeypatch.setattr(loop, "plan_epochs", lambda minutes, max_epochs, **kwargs: budget.EpochPlan(
+        minutes=minutes, max_epochs=max_epochs, epochs=8, images_per_second=100.0, seconds_per_epoch=37.5))
+    monkeypatch.setattr(loop, "measure_training_speed", lambda *args, **kwargs: 100.0)
+    monkeypatch.setattr(budget.KeepToBudget, "clock", staticmethod(_Clock(10.0)))
+    metrics = training.train("signs", "ci", tmp_path, data_dir=data_dir, verbose=2, epochs=12, time_budget=5,
+                             precision="float32", **TINY)
+    out = capsys.readouterr().out
+    assert "Epoch 1/8" in out and "Epoch 12/12" in out  # the bar counts to the planned end, then the new one
+    assert "5 min hold 12 epochs, so the run ends after epoch 12 instead of 8" in out
+    assert metrics["epochs"] == 12 and metrics["recipe"]["epochs"] == 12
+    assert [(c["after_epoch"], c["previous_epochs"], c["epochs"]) for c in metrics["time_budget"]["replanned"]] \
+        == [(2, 8, 12)]
+    history = (tmp_path / "history.csv").read_text().splitlines()
+    assert [int(row.split(",")[0]) for row in history[1:]] == list(range(1, 13))
+    rates = [float(row.split(",")[history[0].split(",").index("learning_rate")]) for row in history[1:]]
+    assert rates[-1] < metrics["recipe"]["learning_rate"] / 100  # the stretched schedule ends at its end
+    assert max(rates[7:]) > metrics["recipe"]["learning_rate"] / 10  # not stuck at the 8-epoch schedule's end
+
+
+def test_a_run_is_not_lengthened_past_its_first_quarter(monkeypatch):
+    from resnet_course.training import budget
+
+    plan = budget.EpochPlan(minutes=5, max_epochs=12, epochs=6, images_per_second=100.0, seconds_per_epoch=50.0)
+    keeper = budget.KeepToBudget(plan, lambda epochs: None)
+    keeper.set_model(_FakeModel())
+    monkeypatch.setattr(budget.KeepToBudget, "clock", staticmethod(_Clock(10.0)))
+    keeper.on_train_begin()
+    for epoch in range(6):
+        keeper.on_epoch_end(epoch)
+    # After two epochs (a third of the 6) all 12 would fit, but stretching then is not allowed.
+    assert keeper.changes == [] and keeper.epochs == 6 and keeper.model.stop_training
+
+
+class _FakeModel:
+    stop_training = False
 
 
 def test_the_steps_after_a_shortening_take_the_rebuilt_schedules_rates(monkeypatch):

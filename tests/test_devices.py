@@ -219,7 +219,7 @@ def test_train_command_on_two_devices(backend, strategy, tmp_path):
     assert metrics["n_test"] == 24  # the test predictions count every image (outside the devices' scope)
     assert "Time budget 3 min: training steps run at" in done.stdout and "all 4 epochs fit" in done.stdout
     assert metrics["epochs"] == 3 and metrics["time_budget"]["epochs"] == 4
-    assert [change["epochs"] for change in metrics["time_budget"]["shortened"]] == [3]
+    assert [change["epochs"] for change in metrics["time_budget"]["replanned"]] == [3]
     assert np.isfinite(metrics["test_loss"])
 
 

@@ -1,12 +1,13 @@
 """A time budget for a training run: time a few steps of the model, then train the epochs that fit.
 
 The quick recipes promise minutes, not epochs: a student's laptop without AVX-512 runs the
-CIFAR-10 recipe about 2.7x slower than a CPU with AVX512-BF16 (docs/results.md). With ``Recipe.time_budget`` set,
+CIFAR-10 recipe about 1.9x slower than one with AVX512-BF16 (docs/results.md). With ``Recipe.time_budget`` set,
 ``train`` calls ``measure_training_speed`` on the compiled model and the run's own batches, ``plan_epochs`` turns the
 speed into the most epochs (up to the recipe's) whose training and validation fit the budget,
 and the learning-rate schedule is then built for those epochs, so a slower CPU gets a shorter
 but complete one-cycle run instead of one cut off half-way. While training, ``KeepToBudget``
-ends the run earlier, on a schedule rebuilt for the new end, if its epochs run slower than planned.
+ends the run earlier if its epochs run slower than planned (later, early on, if they run
+faster), on a schedule rebuilt for the new end.
 """
 
 from __future__ import annotations
@@ -117,49 +118,57 @@ def measure_training_speed(model, batches: Iterable, *, steps: int = 15, warmup:
 
 # Epochs whose times estimate the next ones: the latest few after the first (which carries the
 # tracing and the first steps' allocations). A median, so that one slow epoch (another job, or
-# the retrace that follows a shortened schedule) does not cut the run on its own.
+# the retrace that follows a new schedule) does not change the run on its own.
 RECENT_EPOCHS = 5
+# A run gets longer only in the first quarter of its epochs: there the cosine is still above 85%
+# of the peak, and stretching it raises the rate by a few percent at most (later it would go back up).
+EXTEND_WITHIN = 0.25
 
 
 def epochs_that_still_fit(budget_seconds: float, elapsed_seconds: float, epochs_done: int,
-                          planned_epochs: int, seconds_per_epoch: float) -> int:
-    """The epoch a run should end at (``epochs_done`` to ``planned_epochs``): the plan when the
-    epochs left fit in the ``budget_seconds`` left at ``seconds_per_epoch``, else as many as do."""
+                          max_epochs: int, seconds_per_epoch: float) -> int:
+    """The most epochs, from ``epochs_done`` to ``max_epochs``, that the ``budget_seconds`` left
+    after ``elapsed_seconds`` hold at ``seconds_per_epoch``."""
     if not seconds_per_epoch > 0 or not math.isfinite(seconds_per_epoch):
         raise ValueError(f"seconds_per_epoch must be a positive number, got {seconds_per_epoch!r}.")
     left = max(budget_seconds - elapsed_seconds, 0.0)
     fitting = int(left // seconds_per_epoch)
-    return max(epochs_done, min(planned_epochs, epochs_done + fitting))
+    return max(epochs_done, min(max_epochs, epochs_done + fitting))
 
 
 class KeepToBudget(keras.callbacks.Callback):
-    """Ends a budgeted run on time when its epochs turn out slower than planned.
+    """Keeps a budgeted run to its budget when its epochs run slower or faster than planned.
 
-    The plan times steps before training; the epochs can then run slower (the native TensorFlow
-    bfloat16 CIFAR-10 run on an AVX512-BF16 EPYC went 27% below its timed steps and 2.2 minutes
-    over its 30: docs/results.md). After each epoch from the second on, the median time of the
-    latest ones projects the rest; when the planned epochs no longer fit, the run ends at those
-    that do, with the learning-rate schedule rebuilt for that end (``reschedule(epochs)``), so it
-    still decays to its final rate instead of stopping half-way. A run never gets longer than
-    planned: a schedule stretched late would go back up.
+    The plan times steps before training, and the epochs can then differ: a native TensorFlow
+    bfloat16 CIFAR-10 run on an AVX512-BF16 EPYC ran 27% below its timed steps and 2.2 minutes
+    over its 30 (docs/results.md). After each epoch from the second on, the median time of the
+    latest ones projects the rest. When the planned epochs no longer fit, the run ends at those
+    that do; when more fit, up to ``max_epochs``, and the run is still in its first quarter
+    (``EXTEND_WITHIN``), it ends later. Either way the learning-rate schedule is rebuilt for the
+    new end (``reschedule(epochs)``) and decays by then, instead of the run stopping half-way.
+    It stops ``fit`` at an earlier end; for a later one, fit on from where it stopped
+    (``initial_epoch``) to ``epochs``, as ``train`` does.
 
-    ``changes`` lists each shortening: after which epoch, the estimate, the new end. Put it
-    last among the callbacks, so that an epoch's time includes the others' work.
+    ``changes`` lists each new end: after which epoch, the estimate, the ends before and after.
+    Put it last among the callbacks, so that an epoch's time includes the others' work.
     """
 
-    def __init__(self, plan: EpochPlan, reschedule: Callable[[int], object], *, verbose: int = 0):
+    clock = staticmethod(time.perf_counter)
+
+    def __init__(self, plan: EpochPlan, reschedule: Callable[[int], object], *, max_epochs: int | None = None,
+                 verbose: int = 0):
         super().__init__()
         self.plan = plan
         self.reschedule = reschedule
+        self.max_epochs = max(plan.epochs, max_epochs or plan.max_epochs)
         self.verbose = verbose
         self.epochs = plan.epochs
         self.changes: list[dict] = []
         self.epoch_seconds: list[float] = []
 
-    clock = staticmethod(time.perf_counter)
-
     def on_train_begin(self, logs=None):
-        self._last = self._start = self.clock()
+        if not hasattr(self, "_start"):  # a run continued by another fit keeps its clock
+            self._last = self._start = self.clock()
 
     def on_epoch_end(self, epoch, logs=None):
         # From one epoch's end to the next: training, validation and the other callbacks' work
@@ -175,17 +184,26 @@ class KeepToBudget(keras.callbacks.Callback):
 
     def _replan(self, done: int, elapsed: float) -> None:
         estimate = float(np.median(self.epoch_seconds[1:][-RECENT_EPOCHS:]))
-        end = epochs_that_still_fit(self.plan.minutes * 60, elapsed, done, self.epochs, estimate)
-        if end >= self.epochs:
+        end = epochs_that_still_fit(self.plan.minutes * 60, elapsed, done, self.max_epochs, estimate)
+        longer = end > self.epochs and done <= EXTEND_WITHIN * self.epochs
+        if not (end < self.epochs or longer):
             return
         self.changes.append(dict(after_epoch=done, seconds_per_epoch=estimate, elapsed_seconds=elapsed,
-                                 epochs=end, planned_epochs=self.epochs))
+                                 epochs=end, previous_epochs=self.epochs))
         if self.verbose:
-            then = (f"ends after epoch {end} instead of {self.epochs}, its learning rate decaying by then"
-                    if end > done else f"stops now, after epoch {done} of {self.epochs}: no time is left for another")
             print(f"\nEpochs take {estimate:.0f} s here, not the {self.plan.seconds_per_epoch:.0f} s planned: "
-                  f"to stay within {self.plan.minutes:g} min the run {then}.")
+                  f"{self._news(done, end)}.")
         self.epochs = end
         if end > done:
             self.model.optimizer.learning_rate = self.reschedule(end)
             self.model.make_train_function(force=True)  # TensorFlow and JAX trace the new schedule
+
+    def _news(self, done: int, end: int) -> str:
+        minutes = f"{self.plan.minutes:g} min"
+        if end > self.epochs:
+            return (f"{minutes} hold {end} epochs, so the run ends after epoch {end} instead of {self.epochs}, "
+                    f"its learning-rate schedule stretched to match")
+        if end > done:
+            return (f"to stay within {minutes} the run ends after epoch {end} instead of {self.epochs}, "
+                    f"its learning rate decaying by then")
+        return f"to stay within {minutes} the run stops now, after epoch {done} of {self.epochs}: no time is left for another"

@@ -279,8 +279,8 @@ def train(dataset: str, profile: str = "quick", out_dir="runs/latest", *, epochs
         ``train_seconds`` (``model.fit`` only: no data loading or model
         building), ``epochs``, ``best_epoch``, ``best_val_accuracy``,
         ``per_class_accuracy``, ``class_names``, ``recipe`` (with the epochs trained) and more;
-        ``time_budget`` (with a budget: the measured speed, the epochs it allows and ``shortened``,
-        the times the run was cut short to keep to it, see ``budget.KeepToBudget``; else None);
+        ``time_budget`` (with a budget: the measured speed, the epochs it allows and ``replanned``,
+        each new end the run took to keep to it, see ``budget.KeepToBudget``; else None);
         ``test_accuracy_flip_tta`` (CIFAR-10, FER-2013: the image's and its mirror's
         probabilities averaged; None for SIGNS) is reported beside ``test_accuracy``.
     """
@@ -356,11 +356,9 @@ def train(dataset: str, profile: str = "quick", out_dir="runs/latest", *, epochs
                   f"{r.epochs} epochs of {steps_per_epoch} steps.")
         start = time.perf_counter()
         with plan.scope():
-            history = model.fit(data.train, validation_data=data.validation, epochs=r.epochs,
-                                callbacks=callbacks, shuffle=False, verbose=verbose)  # the pipeline shuffles
+            hist = _fit(model, data, r.epochs, callbacks, keeper, verbose)
         train_seconds = time.perf_counter() - start
-        if keeper is not None and keeper.changes:
-            r = dataclasses.replace(r, epochs=len(history.history.get("loss", [])))  # the epochs trained
+        r = dataclasses.replace(r, epochs=len(hist.get("loss", [])))  # the epochs trained
 
         if best.best_weights is not None:
             model.set_weights(best.best_weights)
@@ -377,7 +375,6 @@ def train(dataset: str, profile: str = "quick", out_dir="runs/latest", *, epochs
         keras.mixed_precision.set_global_policy(previous_policy)
 
     y_pred = probabilities.argmax(axis=1)
-    hist = {k: [float(v) for v in values] for k, values in history.history.items()}
     _write_history(out / HISTORY_FILE, hist)
     metrics = dict(
         dataset=r.dataset,
@@ -404,7 +401,7 @@ def train(dataset: str, profile: str = "quick", out_dir="runs/latest", *, epochs
         backend=choice.to_dict(),
         devices=plan.to_dict(),
         input_pipeline=data.engine,
-        time_budget=dict(budget.to_dict(), shortened=keeper.changes) if budget is not None else None,
+        time_budget=dict(budget.to_dict(), replanned=keeper.changes) if budget is not None else None,
         load_seconds=load_seconds,
         recipe=r.to_dict(),
         date=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -426,6 +423,24 @@ def train(dataset: str, profile: str = "quick", out_dir="runs/latest", *, epochs
         print(f"Test accuracy {metrics['test_accuracy']:.2%}{flips} (best validation epoch {best.best_epoch}); "
               f"trained in {train_seconds:.0f} s. Results in {out}/")
     return metrics
+
+
+def _fit(model, data, epochs: int, callbacks, keeper: KeepToBudget | None, verbose) -> dict:
+    """``model.fit`` for ``epochs``, and on to the end that ``keeper`` (if any) moved them to:
+    the history of every epoch, as floats. A budget that allows more epochs than planned
+    continues the run from where it is (``initial_epoch``), so that the progress bar counts to
+    the planned end, not to the recipe's most, which a slow machine never reaches."""
+    history: dict[str, list[float]] = {}
+    done = 0
+    while True:
+        fitted = model.fit(data.train, validation_data=data.validation, epochs=epochs, initial_epoch=done,
+                           callbacks=callbacks, shuffle=False, verbose=verbose)  # the pipeline shuffles
+        for key, values in fitted.history.items():
+            history.setdefault(key, []).extend(float(v) for v in values)
+        done = len(history.get("loss", []))
+        if keeper is None or done >= keeper.epochs or done < epochs:  # done, or stopped by a callback
+            return history
+        epochs = keeper.epochs
 
 
 def _write_history(path: Path, history: dict) -> None:
