@@ -185,9 +185,9 @@ configure_virtual_cpus(2, os.environ["KERAS_BACKEND"])
 from resnet_course.cli import main
 from resnet_course.training.budget import KeepToBudget
 ticks = iter(range(10**6))
-KeepToBudget.clock = staticmethod(lambda: 60.0 * next(ticks))  # each epoch takes a minute: 3 fit in 3 minutes
+KeepToBudget.clock = staticmethod(lambda: 60.0 * next(ticks))  # each epoch takes a minute: 5 fit in 5 minutes
 code = main(["train", "--dataset", "signs", "--profile", "ci", "--out", sys.argv[1], "--devices", "2",
-             "--epochs", "4", "--time-budget", "3"])
+             "--epochs", "6", "--time-budget", "5"])
 import keras
 model = keras.saving.load_model(os.path.join(sys.argv[1], "model.keras"))
 print(json.dumps({"code": code, "synchronized": [layer.synchronized for layer in model.get_layer("ResNet50").layers
@@ -217,9 +217,9 @@ def test_train_command_on_two_devices(backend, strategy, tmp_path):
     assert metrics["devices"]["count"] == 2 and metrics["devices"]["strategy"] == strategy
     assert metrics["backend"]["backend"] == backend and 0 <= metrics["test_accuracy"] <= 1
     assert metrics["n_test"] == 24  # the test predictions count every image (outside the devices' scope)
-    assert "Time budget 3 min: training steps run at" in done.stdout and "all 4 epochs fit" in done.stdout
-    assert metrics["epochs"] == 3 and metrics["time_budget"]["epochs"] == 4
-    assert [change["epochs"] for change in metrics["time_budget"]["replanned"]] == [3]
+    assert "Time budget 5 min: training steps run at" in done.stdout and "all 6 epochs fit" in done.stdout
+    assert metrics["epochs"] == 5 and metrics["time_budget"]["epochs"] == 6
+    assert [change["epochs"] for change in metrics["time_budget"]["replanned"]] == [5]
     assert np.isfinite(metrics["test_loss"])
 
 

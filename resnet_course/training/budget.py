@@ -117,11 +117,14 @@ def measure_training_speed(model, batches: Iterable, *, steps: int = 15, warmup:
 # --- keeping to the budget while training ----------------------------------------------------
 
 # Epochs whose times estimate the next ones: the latest few after the first (which carries the
-# tracing and the first steps' allocations). A median, so that one slow epoch (another job, or
-# the retrace that follows a new schedule) does not change the run on its own.
-RECENT_EPOCHS = 5
-# A run gets longer only in the first quarter of its epochs: there the cosine is still above 85%
-# of the peak, and stretching it raises the rate by a few percent at most (later it would go back up).
+# tracing and the first steps' allocations), averaged, since a host's slow spells cost real time.
+# Decisions wait for three: on a shared 2-core host single epochs of one run took 48 to 85 s, and
+# two of them shortened a run that the next one lengthened again (docs/results.md).
+RECENT_EPOCHS = 8
+TIMED_EPOCHS_NEEDED = 3
+# A run gets longer only in the first quarter of its epochs, and never after it was shortened:
+# there the cosine is still above 85% of the peak, and stretching it raises the rate by a few
+# percent at most (later it would go back up).
 EXTEND_WITHIN = 0.25
 
 
@@ -141,10 +144,10 @@ class KeepToBudget(keras.callbacks.Callback):
 
     The plan times steps before training, and the epochs can then differ: a native TensorFlow
     bfloat16 CIFAR-10 run on an AVX512-BF16 EPYC ran 27% below its timed steps and 2.2 minutes
-    over its 30 (docs/results.md). After each epoch from the second on, the median time of the
-    latest ones projects the rest. When the planned epochs no longer fit, the run ends at those
-    that do; when more fit, up to ``max_epochs``, and the run is still in its first quarter
-    (``EXTEND_WITHIN``), it ends later. Either way the learning-rate schedule is rebuilt for the
+    over its 30 (docs/results.md). Once three epochs after the first are timed, the mean time of
+    the latest ones projects the rest after each epoch. When the planned epochs no longer fit,
+    the run ends at those that do; when more fit, up to ``max_epochs``, and the run is still in
+    its first quarter (``EXTEND_WITHIN``) and was never shortened, it ends later. Either way the learning-rate schedule is rebuilt for the
     new end (``reschedule(epochs)``) and decays by then, instead of the run stopping half-way.
     It stops ``fit`` at an earlier end; for a later one, fit on from where it stopped
     (``initial_epoch``) to ``epochs``, as ``train`` does.
@@ -177,15 +180,16 @@ class KeepToBudget(keras.callbacks.Callback):
         self.epoch_seconds.append(now - self._last)
         self._last = now
         done = epoch + 1
-        if 2 <= done < self.epochs:
+        if len(self.epoch_seconds) > TIMED_EPOCHS_NEEDED and done < self.epochs:
             self._replan(done, elapsed=now - self._start)
         if done >= self.epochs:
             self.model.stop_training = True
 
     def _replan(self, done: int, elapsed: float) -> None:
-        estimate = float(np.median(self.epoch_seconds[1:][-RECENT_EPOCHS:]))
+        estimate = float(np.mean(self.epoch_seconds[1:][-RECENT_EPOCHS:]))
         end = epochs_that_still_fit(self.plan.minutes * 60, elapsed, done, self.max_epochs, estimate)
-        longer = end > self.epochs and done <= EXTEND_WITHIN * self.epochs
+        shortened = any(change["epochs"] < change["previous_epochs"] for change in self.changes)
+        longer = end > self.epochs and done <= EXTEND_WITHIN * self.epochs and not shortened
         if not (end < self.epochs or longer):
             return
         self.changes.append(dict(after_epoch=done, seconds_per_epoch=estimate, elapsed_seconds=elapsed,
