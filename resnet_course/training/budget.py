@@ -118,7 +118,7 @@ def measure_training_speed(model, batches: Iterable, *, steps: int = 15, warmup:
 
 # Epochs whose times estimate the next ones: the latest few after the first (which carries the
 # tracing and the first steps' allocations), averaged, since a host's slow spells cost real time.
-# Decisions wait for three: on a shared 2-core host single epochs of one run took 48 to 85 s, and
+# Decisions wait for three: on a shared 2-core host single epochs of one run took 48 to 84 s, and
 # two of them shortened a run that the next one lengthened again (docs/results.md).
 RECENT_EPOCHS = 8
 TIMED_EPOCHS_NEEDED = 3
@@ -147,8 +147,9 @@ class KeepToBudget(keras.callbacks.Callback):
     over its 30 (docs/results.md). Once three epochs after the first are timed, the mean time of
     the latest ones projects the rest after each epoch. When the planned epochs no longer fit,
     the run ends at those that do; when more fit, up to ``max_epochs``, and the run is still in
-    its first quarter (``EXTEND_WITHIN``) and was never shortened, it ends later. Either way the learning-rate schedule is rebuilt for the
-    new end (``reschedule(epochs)``) and decays by then, instead of the run stopping half-way.
+    its first quarter (``EXTEND_WITHIN``) and was never shortened, it ends later. Either way the
+    learning-rate schedule is rebuilt for the new end (``reschedule(epochs)``) and decays by then,
+    instead of the run stopping half-way.
     It stops ``fit`` at an earlier end; for a later one, fit on from where it stopped
     (``initial_epoch``) to ``epochs``, as ``train`` does.
 
