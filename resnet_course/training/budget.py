@@ -146,8 +146,8 @@ class KeepToBudget(keras.callbacks.Callback):
     bfloat16 CIFAR-10 run on an AVX512-BF16 EPYC ran 27% below its timed steps and 2.2 minutes
     over its 30 (docs/results.md). Once three epochs after the first are timed, the mean time of
     the latest ones projects the rest after each epoch. When the planned epochs no longer fit,
-    the run ends at those that do; when more fit, up to ``max_epochs``, and the run is still in
-    its first quarter (``EXTEND_WITHIN``) and was never shortened, it ends later. Either way the
+    the run ends at those that do; when more fit, up to the plan's ``max_epochs``, and the run is
+    still in its first quarter (``EXTEND_WITHIN``) and was never shortened, it ends later. Either way the
     learning-rate schedule is rebuilt for the new end (``reschedule(epochs)``) and decays by then,
     instead of the run stopping half-way.
     It stops ``fit`` at an earlier end; for a later one, fit on from where it stopped
@@ -159,12 +159,10 @@ class KeepToBudget(keras.callbacks.Callback):
 
     clock = staticmethod(time.perf_counter)
 
-    def __init__(self, plan: EpochPlan, reschedule: Callable[[int], object], *, max_epochs: int | None = None,
-                 verbose: int = 0):
+    def __init__(self, plan: EpochPlan, reschedule: Callable[[int], object], *, verbose: int = 0):
         super().__init__()
         self.plan = plan
         self.reschedule = reschedule
-        self.max_epochs = max(plan.epochs, max_epochs or plan.max_epochs)
         self.verbose = verbose
         self.epochs = plan.epochs
         self.changes: list[dict] = []
@@ -188,7 +186,7 @@ class KeepToBudget(keras.callbacks.Callback):
 
     def _replan(self, done: int, elapsed: float) -> None:
         estimate = float(np.mean(self.epoch_seconds[1:][-RECENT_EPOCHS:]))
-        end = epochs_that_still_fit(self.plan.minutes * 60, elapsed, done, self.max_epochs, estimate)
+        end = epochs_that_still_fit(self.plan.minutes * 60, elapsed, done, self.plan.max_epochs, estimate)
         shortened = any(change["epochs"] < change["previous_epochs"] for change in self.changes)
         longer = end > self.epochs and done <= EXTEND_WITHIN * self.epochs and not shortened
         if not (end < self.epochs or longer):
