@@ -57,7 +57,8 @@ def _conv_output_size(size: int, kernel: int, stride: int, padding: str) -> int:
     return (size - kernel) // stride + 1
 
 
-def _check_model_arguments(input_shape, classes, filters, identity_blocks, pooling, stem_pool, stem) -> None:
+def _check_model_arguments(input_shape, classes, filters, identity_blocks, pooling, stem_pool, stem,
+                            stem_filters=64) -> None:
     """Fail with a clear message before Keras fails deep inside a layer."""
     def size(n) -> bool:
         return isinstance(n, int) and not isinstance(n, bool) and n > 0
@@ -83,6 +84,9 @@ def _check_model_arguments(input_shape, classes, filters, identity_blocks, pooli
         raise ValueError(f"ResNet50: pooling must be one of {POOLINGS}, got {pooling!r}.")
     if stem not in STEMS:
         raise ValueError(f"ResNet50: stem must be one of {tuple(STEMS)}, got {stem!r}.")
+    if not size(stem_filters):
+        raise ValueError(f"ResNet50: stem_filters must be a positive int (the stem convolution's filters, "
+                         f"64 in ResNet-50), got {stem_filters!r}.")
 
     if None in input_shape[:2]:
         if pooling != "global":
@@ -122,6 +126,7 @@ def ResNet50(
     identity_blocks=STAGE_IDENTITY_BLOCKS,
     stem_pool=True,
     stem="imagenet",
+    stem_filters=64,
     pooling="avg_pool",
     seed=None,
     bn_momentum=0.99,
@@ -142,6 +147,9 @@ def ResNet50(
         stem: the stem's convolution: ``"imagenet"`` (7x7, stride 2, as the course
             teaches) or ``"small"`` (3x3, stride 1: a 32x32 image enters stage 2 at
             32x32, at 4x the FLOPs). The layers keep their names.
+        stem_filters: the stem convolution's filters (64 in ResNet-50). Thin models on
+            large maps may want fewer: the stem's output and stage 2's first 1x1
+            convolutions run at the stem's resolution.
         pooling: the head's pooling, ``"avg_pool"`` (a 2x2 AveragePooling2D and
             Flatten, as the course teaches) or ``"global"`` (global average
             pooling, for any input size).
@@ -155,14 +163,14 @@ def ResNet50(
     input_shape = tuple(input_shape)
     filters = tuple(tuple(stage) for stage in filters)
     identity_blocks = tuple(identity_blocks)
-    _check_model_arguments(input_shape, classes, filters, identity_blocks, pooling, stem_pool, stem)
+    _check_model_arguments(input_shape, classes, filters, identity_blocks, pooling, stem_pool, stem, stem_filters)
     stem_kernel, stem_stride, stem_padding = STEMS[stem]
     block_options = dict(seed=seed, bn_momentum=bn_momentum)
 
     X_input = keras.Input(shape=input_shape, name="input")
     X = layers.ZeroPadding2D(stem_padding, name="conv1_pad")(X_input)
     X = layers.Conv2D(
-        64, stem_kernel, strides=stem_stride, name="conv1", kernel_initializer=kernel_initializer_for("conv1", seed)
+        stem_filters, stem_kernel, strides=stem_stride, name="conv1", kernel_initializer=kernel_initializer_for("conv1", seed)
     )(X)
     X = layers.BatchNormalization(axis=CHANNEL_AXIS, momentum=bn_momentum, name="bn_conv1")(X)
     X = layers.ReLU(name="conv1_relu")(X)

@@ -18,6 +18,7 @@ from resnet_course.training import recipe
 from resnet_course.training.budget import (
     SPEED_MARGIN, epochs_that_still_fit, measure_training_speed, plan_epochs, training_batches,
 )
+from resnet_course.training.schedules import WarmupCosine
 # The training tests' tiny network, their synthetic SIGNS folder (data_dir) and their autouse
 # fixture that clears RESNET_COURSE_PROFILE: pytest uses fixtures imported into a test module.
 from tests.test_training import TINY, _no_ci_env, data_dir  # noqa: F401
@@ -251,18 +252,57 @@ def test_epochs_faster_than_planned_early_on_lengthen_the_run_up_to_the_recipes_
     assert rates[15] > metrics["recipe"]["learning_rate"] / 100  # not at the 16-epoch schedule's end
 
 
-def test_a_run_is_not_lengthened_past_its_first_quarter(monkeypatch):
+def _cifar_schedule(epochs: int):
+    """The CIFAR-10 quick recipe's one-cycle schedule (2 warm-up epochs) for ``epochs`` of 10 steps."""
+    from resnet_course.training.schedules import learning_rate_schedule
+
+    return learning_rate_schedule(recipe("cifar10", "quick", epochs=epochs), steps_per_epoch=10)
+
+
+def test_a_short_plan_is_lengthened_when_its_epochs_run_faster(monkeypatch):
     from resnet_course.training import budget
 
-    plan = budget.EpochPlan(minutes=5, max_epochs=12, epochs=6, images_per_second=100.0, seconds_per_epoch=50.0)
-    keeper = budget.KeepToBudget(plan, lambda epochs: None)
-    keeper.set_model(_FakeModel())
+    # 12 of 30 epochs planned in 30 minutes; they take 10 s. The first decision, after epoch 4, is
+    # past the first quarter of 12 epochs, but stretching the cosine to 30 epochs there raises
+    # the rate by 9%: the run goes on to 30.
+    plan = budget.EpochPlan(minutes=30, max_epochs=30, epochs=12, images_per_second=100.0, seconds_per_epoch=140.0)
+    keeper = budget.KeepToBudget(plan, _cifar_schedule)
+    model = _FakeModel()
+    keeper.set_model(model)
     monkeypatch.setattr(budget.KeepToBudget, "clock", staticmethod(_Clock(10.0)))
     keeper.on_train_begin()
-    for epoch in range(6):
+    for epoch in range(4):
+        model.optimizer.iterations = 10 * (epoch + 1)
         keeper.on_epoch_end(epoch)
-    # After four epochs (two thirds of the 6) all 12 would fit, but stretching then is not allowed.
-    assert keeper.changes == [] and keeper.epochs == 6 and keeper.model.stop_training
+    assert [(c["after_epoch"], c["previous_epochs"], c["epochs"]) for c in keeper.changes] == [(4, 12, 30)]
+    assert keeper.epochs == 30 and isinstance(model.optimizer.learning_rate, WarmupCosine)
+    assert model.optimizer.learning_rate.total_steps == 300
+
+
+@pytest.mark.parametrize("done, end", [(4, 30), (6, 16), (8, 13), (11, 12)])
+def test_a_run_is_lengthened_only_as_far_as_its_learning_rate_rises_by_a_quarter(done, end):
+    from resnet_course.training import budget
+
+    plan = budget.EpochPlan(minutes=30, max_epochs=30, epochs=12, images_per_second=100.0, seconds_per_epoch=140.0)
+    keeper = budget.KeepToBudget(plan, _cifar_schedule)
+    keeper.set_model(_FakeModel())
+    keeper.model.optimizer.iterations = 10 * done
+    assert keeper._latest_gentle_end(30) == end
+    step = 10 * done
+    now = float(_cifar_schedule(12)(step))
+    assert float(_cifar_schedule(end)(step)) <= budget.MAX_RATE_RISE * now
+    if end < 30:  # one epoch more would raise the rate by more than a quarter
+        assert float(_cifar_schedule(end + 1)(step)) > budget.MAX_RATE_RISE * now
+
+
+def test_a_constant_rate_run_is_lengthened_at_any_point():
+    from resnet_course.training import budget
+
+    plan = budget.EpochPlan(minutes=30, max_epochs=30, epochs=12, images_per_second=100.0, seconds_per_epoch=140.0)
+    keeper = budget.KeepToBudget(plan, lambda epochs: 0.01)
+    keeper.set_model(_FakeModel())
+    keeper.model.optimizer.iterations = 110
+    assert keeper._latest_gentle_end(30) == 30
 
 
 def test_a_shortened_run_is_not_lengthened_again(monkeypatch):
@@ -288,7 +328,7 @@ class _FakeModel:
     stop_training = False
 
     def __init__(self):
-        self.optimizer = type("Optimizer", (), {"learning_rate": None})()
+        self.optimizer = type("Optimizer", (), {"learning_rate": None, "iterations": 0})()
 
     def make_train_function(self, force=False):
         pass

@@ -143,6 +143,28 @@ def test_error_unknown_stem():
         ResNet50((32, 32, 3), 10, stem="cifar")
 
 
+def test_stem_filters_set_the_stem_and_stage_2s_inputs():
+    filters = scaled_filters(0.25)
+    wide = ResNet50((32, 32, 3), 10, filters=filters, stem="small", stem_pool=False, pooling="global")
+    thin = ResNet50((32, 32, 3), 10, filters=filters, stem="small", stem_pool=False, pooling="global",
+                    stem_filters=16)
+    assert [layer.name for layer in thin.layers] == [layer.name for layer in wide.layers]
+    assert thin.get_layer("conv1").filters == 16 and wide.get_layer("conv1").filters == 64
+    assert thin.get_layer("bn_conv1").output.shape[-1] == 16
+    # Stage 2 takes 16 channels: its first 1x1 convolutions (to 16 and to 64 filters) shrink.
+    assert thin.get_layer("res2a_branch2a").kernel.shape == (1, 1, 16, 16)
+    assert thin.get_layer("res2a_branch1").kernel.shape == (1, 1, 16, 64)
+    conv1 = 3 * 3 * 3 + 1 + 4  # per filter: its kernel and bias, and the batch norm's 4 weights
+    stage2 = 16 + 64  # per input channel: a weight for each of res2a_branch2a's and res2a_branch1's filters
+    assert wide.count_params() - thin.count_params() == (64 - 16) * (conv1 + stage2)
+
+
+@pytest.mark.parametrize("value", [0, -16, 16.0, True, "16"])
+def test_error_stem_filters(value):
+    with pytest.raises(ValueError, match=r"stem_filters must be a positive int .*64 in ResNet-50.*, got"):
+        ResNet50((32, 32, 3), 10, stem_filters=value)
+
+
 def test_identity_blocks_per_stage_and_dropout():
     model = ResNet50((64, 64, 3), 6, identity_blocks=(1, 1, 1, 1), dropout=0.2)
     names = {layer.name for layer in model.layers}

@@ -128,6 +128,14 @@ def test_invalid_recipe_fields():
         recipe("signs", epochs=0)
     with pytest.raises(ValueError, match="Unknown stem 'cifar'; choose one of imagenet, small"):
         recipe("cifar10", stem="cifar")
+    with pytest.raises(ValueError, match="stem_filters must be a positive int, got 0"):
+        recipe("cifar10", stem_filters=0)
+
+
+def test_the_cifar10_quick_recipe_has_a_16_filter_stem_and_the_others_resnet50s():
+    assert recipe("cifar10", "quick").model_options()["stem_filters"] == 16
+    assert all(recipe(dataset, profile).stem_filters == 64 for dataset, profile in
+               [("signs", "quick"), ("signs", "full"), ("cifar10", "full"), ("fer2013", "quick"), ("fer2013", "full")])
     with pytest.raises(ValueError, match="crop=40 is larger than cifar10's 32x32 images; use a crop of at most 32"):
         recipe("cifar10", crop=40)
     with pytest.raises(ValueError, match=r"crop=48 .* needs pooling='global'"):

@@ -122,10 +122,13 @@ def measure_training_speed(model, batches: Iterable, *, steps: int = 15, warmup:
 # two of them shortened a run that the next one lengthened again (docs/results.md).
 RECENT_EPOCHS = 8
 TIMED_EPOCHS_NEEDED = 3
-# A run gets longer only in the first quarter of its epochs, and never after it was shortened:
-# there the cosine is still above 85% of the peak, and stretching it raises the rate by a few
-# percent at most (later it would go back up).
-EXTEND_WITHIN = 0.25
+# A run gets longer only where stretching its schedule raises the next step's learning rate by
+# at most a quarter, and never after it was shortened. Early on the cosine is near its peak and
+# a longer one hardly changes it (a 12-epoch CIFAR-10 plan stretched to 30 after epoch 4: +9%);
+# later it would climb back up (to 17 after epoch 8: 1.9x). A fraction of the epochs would not
+# do: the first decision comes after epoch 4, which is past the first quarter of any plan
+# shorter than 16 epochs.
+MAX_RATE_RISE = 1.25
 
 
 def epochs_that_still_fit(budget_seconds: float, elapsed_seconds: float, epochs_done: int,
@@ -146,9 +149,10 @@ class KeepToBudget(keras.callbacks.Callback):
     bfloat16 CIFAR-10 run on an AVX512-BF16 EPYC ran 27% below its timed steps and 2.2 minutes
     over its 30 (docs/results.md). Once three epochs after the first are timed, the mean time of
     the latest ones projects the rest after each epoch. When the planned epochs no longer fit,
-    the run ends at those that do; when more fit, up to the plan's ``max_epochs``, and the run is
-    still in its first quarter (``EXTEND_WITHIN``) and was never shortened, it ends later. Either way the
-    learning-rate schedule is rebuilt for the new end (``reschedule(epochs)``) and decays by then,
+    the run ends at those that do; when more fit, up to the plan's ``max_epochs``, and the run was
+    never shortened, it ends at the latest of them whose schedule raises the next step's learning
+    rate by at most ``MAX_RATE_RISE``, if any. Either way the learning-rate schedule is rebuilt
+    for the new end (``reschedule(epochs)``, a schedule or a constant rate) and decays by then,
     instead of the run stopping half-way.
     It stops ``fit`` at an earlier end; for a later one, fit on from where it stopped
     (``initial_epoch``) to ``epochs``, as ``train`` does.
@@ -188,8 +192,9 @@ class KeepToBudget(keras.callbacks.Callback):
         estimate = float(np.mean(self.epoch_seconds[1:][-RECENT_EPOCHS:]))
         end = epochs_that_still_fit(self.plan.minutes * 60, elapsed, done, self.plan.max_epochs, estimate)
         shortened = any(change["epochs"] < change["previous_epochs"] for change in self.changes)
-        longer = end > self.epochs and done <= EXTEND_WITHIN * self.epochs and not shortened
-        if not (end < self.epochs or longer):
+        if end > self.epochs:
+            end = self.epochs if shortened else self._latest_gentle_end(end)
+        if end == self.epochs:
             return
         self.changes.append(dict(after_epoch=done, seconds_per_epoch=estimate, elapsed_seconds=elapsed,
                                  epochs=end, previous_epochs=self.epochs))
@@ -201,6 +206,15 @@ class KeepToBudget(keras.callbacks.Callback):
             self.model.optimizer.learning_rate = self.reschedule(end)
             self.model.make_train_function(force=True)  # TensorFlow and JAX trace the new schedule
 
+    def _latest_gentle_end(self, end: int) -> int:
+        """The latest end, from the current one to ``end``, whose schedule raises the next step's
+        learning rate by at most ``MAX_RATE_RISE``."""
+        step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
+        now = _rate(self.reschedule(self.epochs), step)
+        while end > self.epochs and _rate(self.reschedule(end), step) > MAX_RATE_RISE * now:
+            end -= 1
+        return end
+
     def _news(self, done: int, end: int) -> str:
         minutes = f"{self.plan.minutes:g} min"
         if end > self.epochs:
@@ -210,3 +224,10 @@ class KeepToBudget(keras.callbacks.Callback):
             return (f"to stay within {minutes} the run ends after epoch {end} instead of {self.epochs}, "
                     f"its learning rate decaying by then")
         return f"to stay within {minutes} the run stops now, after epoch {done} of {self.epochs}: no time is left for another"
+
+
+def _rate(schedule, step: int) -> float:
+    """The learning rate of ``schedule`` (a Keras schedule or a constant) at ``step``."""
+    if callable(schedule):
+        return float(keras.ops.convert_to_numpy(schedule(step)))
+    return float(schedule)
