@@ -58,7 +58,7 @@ def _conv_output_size(size: int, kernel: int, stride: int, padding: str) -> int:
 
 
 def _check_model_arguments(input_shape, classes, filters, identity_blocks, pooling, stem_pool, stem,
-                            stem_filters=64) -> None:
+                            stem_filters) -> None:
     """Fail with a clear message before Keras fails deep inside a layer."""
     def size(n) -> bool:
         return isinstance(n, int) and not isinstance(n, bool) and n > 0
@@ -170,7 +170,8 @@ def ResNet50(
     X_input = keras.Input(shape=input_shape, name="input")
     X = layers.ZeroPadding2D(stem_padding, name="conv1_pad")(X_input)
     X = layers.Conv2D(
-        stem_filters, stem_kernel, strides=stem_stride, name="conv1", kernel_initializer=kernel_initializer_for("conv1", seed)
+        stem_filters, stem_kernel, strides=stem_stride, name="conv1",
+        kernel_initializer=kernel_initializer_for("conv1", seed),
     )(X)
     X = layers.BatchNormalization(axis=CHANNEL_AXIS, momentum=bn_momentum, name="bn_conv1")(X)
     X = layers.ReLU(name="conv1_relu")(X)

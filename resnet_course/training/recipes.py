@@ -273,8 +273,8 @@ def recipe(dataset: str, profile: str = "quick", **overrides) -> Recipe:
 def recipes_table() -> str:
     """A Markdown table of the course's quick and full recipes (for the README)."""
     columns = ["dataset", "profile", "width", "identity_blocks", "stem_pool", "stem", "stem_filters", "crop",
-               "optimizer", "learning_rate", "weight_decay", "schedule", "warmup_epochs", "label_smoothing", "batch_size", "epochs",
-               "time_budget", "augment"]
+               "optimizer", "learning_rate", "weight_decay", "schedule", "warmup_epochs", "label_smoothing",
+               "batch_size", "epochs", "time_budget", "augment"]
     lines = ["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
     for dataset in DATASETS:
         for profile in ("quick", "full"):
