@@ -8,8 +8,10 @@ Two modes:
         --dataset signs --profile quick --out runs/signs-quick
 
 * ``--steps N``: time N training steps of the recipe's model on random data
-  (after a few warm-up steps) and report images/s and the projected seconds per
-  epoch; for profiles too long to run here (``full`` on a CPU)::
+  (after a few warm-up steps) and report images/s, the projected seconds per
+  epoch, the model's forward FLOPs per image (``bench_flops``: multiply-adds of its
+  convolutions and dense layer, at the size it trains on) and the training GFLOP/s
+  (3x forward x images/s); for profiles too long to run here (``full`` on a CPU)::
 
     python benchmarks/bench_training.py --dataset cifar10 --profile full --steps 50
 
@@ -30,6 +32,8 @@ import shlex
 import sys
 import time
 from pathlib import Path
+
+from bench_flops import TRAINING_FACTOR, achieved_gflops, count_flops
 
 RESULTS = Path(__file__).resolve().parent / "results"
 # Training-set sizes after the default 10% validation split, for the projection of --steps.
@@ -77,8 +81,13 @@ def throughput(dataset: str, profile: str, steps: int, batch_size=None, warmup: 
     finally:
         keras.mixed_precision.set_global_policy(previous)
     ips = steps * r.batch_size / seconds
+    # Per image, at the size it trains on (a recipe with crops builds a model of any size: count a fixed one).
+    from resnet_course.model import ResNet50
+
+    forward = count_flops(ResNet50(shape, classes, **r.model_options())).matmul
     return dict(dataset=dataset, profile=r.profile, mode="throughput", steps=steps, batch_size=r.batch_size,
                 precision=precision, parameters=int(model.count_params()), images_per_second=ips,
+                forward_mflops=forward / 1e6, training_gflops_per_second=achieved_gflops(TRAINING_FACTOR * forward, ips),
                 seconds_per_epoch=TRAIN_SIZES[dataset] / ips,
                 projected_train_seconds=TRAIN_SIZES[dataset] / ips * r.epochs, epochs=r.epochs,
                 recipe=r.to_dict())
@@ -176,6 +185,7 @@ def main(argv=None) -> dict:
     summary = {k: record.get(k) for k in ("dataset", "profile", "mode", "test_accuracy", "best_val_accuracy",
                                           "train_seconds", "epochs", "images_per_second", "seconds_per_epoch",
                                           "precision", "load")}
+    summary.update({k: record[k] for k in ("forward_mflops", "training_gflops_per_second") if k in record})
     print(json.dumps(summary, indent=2))
     return record
 

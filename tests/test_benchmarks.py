@@ -323,3 +323,16 @@ def test_bench_training_sends_its_own_options_back_to_them(key, option, capsys):
     err = capsys.readouterr().err
     assert f"--set {key}=... is an option of its own: use {option} 30" in err
     assert ("time_budget" in err) == (key == "epochs")
+
+
+def test_bench_training_counts_the_flops_at_the_size_the_model_trains_on():
+    """CIFAR-10 quick trains on 24x24 crops: 0.5625x the convolutions' positions of whole 32x32 images."""
+    import bench_training
+
+    crops = bench_training.throughput("cifar10", "ci", steps=1, warmup=0)
+    whole = bench_training.throughput("cifar10", "ci", steps=1, warmup=0, crop=0)
+    assert crops["recipe"]["crop"] == 24 and whole["recipe"]["crop"] == 0
+    assert crops["forward_mflops"] == pytest.approx(0.5625 * whole["forward_mflops"], rel=1e-3)
+    for record in (crops, whole):
+        assert record["training_gflops_per_second"] == pytest.approx(
+            3 * record["forward_mflops"] * record["images_per_second"] / 1e3)
