@@ -87,7 +87,8 @@ def throughput(dataset: str, profile: str, steps: int, batch_size=None, warmup: 
     forward = count_flops(ResNet50(shape, classes, **r.model_options())).matmul
     return dict(dataset=dataset, profile=r.profile, mode="throughput", steps=steps, batch_size=r.batch_size,
                 precision=precision, parameters=int(model.count_params()), images_per_second=ips,
-                forward_mflops=forward / 1e6, training_gflops_per_second=achieved_gflops(TRAINING_FACTOR * forward, ips),
+                forward_mflops=forward / 1e6,
+                training_gflops_per_second=achieved_gflops(TRAINING_FACTOR * forward, ips),
                 seconds_per_epoch=TRAIN_SIZES[dataset] / ips,
                 projected_train_seconds=TRAIN_SIZES[dataset] / ips * r.epochs, epochs=r.epochs,
                 recipe=r.to_dict())
