@@ -33,7 +33,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench_flops import TRAINING_FACTOR, achieved_gflops, count_flops
+from bench_flops import achieved_gflops, count_flops
 
 RESULTS = Path(__file__).resolve().parent / "results"
 # Training-set sizes after the default 10% validation split, for the projection of --steps.
@@ -84,11 +84,10 @@ def throughput(dataset: str, profile: str, steps: int, batch_size=None, warmup: 
     # Per image, at the size it trains on (a recipe with crops builds a model of any size: count a fixed one).
     from resnet_course.model import ResNet50
 
-    forward = count_flops(ResNet50(shape, classes, **r.model_options())).matmul
+    flops = count_flops(ResNet50(shape, classes, **r.model_options()))
     return dict(dataset=dataset, profile=r.profile, mode="throughput", steps=steps, batch_size=r.batch_size,
                 precision=precision, parameters=int(model.count_params()), images_per_second=ips,
-                forward_mflops=forward / 1e6,
-                training_gflops_per_second=achieved_gflops(TRAINING_FACTOR * forward, ips),
+                forward_mflops=flops.matmul / 1e6, training_gflops_per_second=achieved_gflops(flops.training, ips),
                 seconds_per_epoch=TRAIN_SIZES[dataset] / ips,
                 projected_train_seconds=TRAIN_SIZES[dataset] / ips * r.epochs, epochs=r.epochs,
                 recipe=r.to_dict())
